@@ -1,0 +1,8 @@
+//! NDHTL (Neuromodulated Dopamine Hebbian Transfer Learning) on Burn, and its STL baseline.
+//!
+//! - [`data`]: CIFAR readers, target tasks, generated data, download, input pipeline.
+//!
+//! The specification is `spec/NDHTL.md` of the project's shared folder; section numbers in the
+//! docs (§3, D-6, …) refer to it.
+
+pub mod data;
