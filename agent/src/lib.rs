@@ -6,3 +6,6 @@
 //! docs (§3, D-6, …) refer to it.
 
 pub mod data;
+pub mod device;
+pub mod model;
+pub mod train;

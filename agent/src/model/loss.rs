@@ -1,0 +1,63 @@
+//! Losses and accuracy on logits.
+
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Training loss (spec D-12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Cross-entropy on the logits (the paper's experimental setup; the default).
+    Ce,
+    /// Mean element-wise BCE of softmax(Z) against the one-hot target (Eq. 5 with N = C).
+    Bce,
+}
+
+/// Per-sample cross-entropy, `B`.
+pub fn cross_entropy_per_sample(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [batch, _] = logits.dims();
+    log_softmax(logits, 1)
+        .gather(1, targets.reshape([batch, 1]))
+        .reshape([batch])
+        .neg()
+}
+
+/// Batch-mean cross-entropy.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    cross_entropy_per_sample(logits, targets).mean()
+}
+
+/// Mean element-wise binary cross-entropy of softmax(Z) against one-hot targets. Logs are
+/// clamped at −100 as in PyTorch's `BCELoss`.
+pub fn binary_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [_, classes] = logits.dims();
+    let probabilities = softmax(logits, 1);
+    let one_hot: Tensor<2> = targets.one_hot::<2>(classes).float();
+    let log_p = probabilities.clone().log().clamp_min(-100.0);
+    let log_not_p = probabilities.neg().add_scalar(1.0).log().clamp_min(-100.0);
+    (one_hot.clone() * log_p + one_hot.neg().add_scalar(1.0) * log_not_p)
+        .mean()
+        .neg()
+}
+
+/// The training loss of one step.
+pub fn training_loss(kind: LossKind, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    match kind {
+        LossKind::Ce => cross_entropy(logits, targets),
+        LossKind::Bce => binary_cross_entropy(logits, targets),
+    }
+}
+
+/// Number of samples whose target is among the `k` largest logits, as a 1-element tensor
+/// (kept on the device so the training loop need not synchronise every step).
+pub fn top_k_hits(logits: Tensor<2>, targets: Tensor<1, Int>, k: usize) -> Tensor<1, Int> {
+    let [batch, classes] = logits.dims();
+    let k = k.min(classes);
+    let targets = targets.reshape([batch, 1]);
+    if k == 1 {
+        return logits.argmax(1).equal(targets).int().sum();
+    }
+    let (_, top) = logits.topk_with_indices(k, 1);
+    top.equal(targets.expand([batch, k])).int().sum()
+}

@@ -1,0 +1,14 @@
+//! The CIFAR AlexNet, its STL head and the NDHTL plastic head.
+
+pub mod alexnet;
+pub mod init;
+pub mod io;
+pub mod loss;
+pub mod plastic;
+
+pub use alexnet::{AlexNetFeatures, CifarAlexNet, FEATURE_DIM, new_classifier};
+pub use loss::LossKind;
+pub use plastic::{
+    HebbianState, PlasticConfig, PlasticParams, PlasticStep, PlasticityRule, PostActivity,
+    TraceMode,
+};

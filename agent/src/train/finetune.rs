@@ -1,0 +1,493 @@
+//! Running whole jobs: source training (spec §5.1) and STL/NDHTL fine-tuning (spec §5.2), with
+//! a checkpoint after every lifetime and resume from the last one.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+use super::checkpoint::{
+    CheckpointError, Progress, config_fingerprint, load_checkpoint, save_checkpoint,
+};
+use super::config::{ConfigError, FinetuneConfig, Method, SourceConfig};
+use super::lifetime::{
+    CancelToken, Cancelled, LoopSettings, TrainingObserver, TrainingState, evaluate,
+    inference_view, train_lifetime,
+};
+use super::metrics::{LifetimeMetrics, RunSummary};
+use super::optimizer::build_optimizer;
+use crate::data::pipeline::{Augmentation, stream_seed};
+use crate::data::{DataError, TaskError, TaskImages, TaskSpec, read_dataset};
+use crate::device::ComputeDevice;
+use crate::model::io::ModelIoError;
+use crate::model::{AlexNetFeatures, CifarAlexNet, HebbianState, PlasticParams, new_classifier};
+
+/// Why a job failed. `is_retryable` tells a scheduler whether another attempt can succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Model(#[from] ModelIoError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+    #[error("training diverged at lifetime {lifetime}: the {what} is {value}")]
+    Diverged {
+        lifetime: usize,
+        what: &'static str,
+        value: f64,
+    },
+}
+
+impl TrainError {
+    /// Bad input and divergence fail the same way every time; I/O trouble may not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TrainError::Checkpoint(CheckpointError::Io { .. }) => true,
+            TrainError::Data(DataError::Io { .. }) => true,
+            TrainError::Cancelled(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A task's train and test images, ready for the pipeline.
+#[derive(Debug, Clone)]
+pub struct TaskData {
+    pub task: TaskSpec,
+    pub train: Arc<TaskImages>,
+    pub test: Arc<TaskImages>,
+}
+
+impl TaskData {
+    /// Reads the task's dataset under `data_root` and selects its classes.
+    pub fn load(
+        data_root: &Path,
+        task: &TaskSpec,
+        train_per_class: Option<usize>,
+    ) -> Result<Self, TrainError> {
+        let raw = read_dataset(data_root, task.dataset)?;
+        let train = task.select(&raw.train, "train", train_per_class)?;
+        let test = task.select(&raw.test, "test", None)?;
+        tracing::info!(
+            task = %task,
+            dataset = %task.dataset,
+            train_images = train.len(),
+            test_images = test.len(),
+            classes = task.num_classes(),
+            "task data loaded"
+        );
+        Ok(TaskData {
+            task: task.clone(),
+            train: Arc::new(train),
+            test: Arc::new(test),
+        })
+    }
+}
+
+/// The result of a finished run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub history: Vec<LifetimeMetrics>,
+    pub summary: RunSummary,
+    /// Lifetimes that came from a checkpoint rather than being trained by this call.
+    pub resumed_lifetimes: usize,
+}
+
+fn check_finite(lifetime: usize, what: &'static str, value: f64) -> Result<(), TrainError> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(TrainError::Diverged {
+            lifetime,
+            what,
+            value,
+        })
+    }
+}
+
+fn write_metrics_file(run_dir: &Path, history: &[LifetimeMetrics]) -> Result<(), CheckpointError> {
+    let path = run_dir.join("metrics.jsonl");
+    let tmp = run_dir.join("metrics.jsonl.tmp");
+    let io = |source| CheckpointError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = fs::File::create(&tmp).map_err(io)?;
+    for metrics in history {
+        let line = serde_json::to_string(metrics).expect("metrics serialise");
+        writeln!(file, "{line}").map_err(io)?;
+    }
+    file.sync_all().map_err(io)?;
+    fs::rename(&tmp, &path).map_err(io)
+}
+
+/// The fine-tuning model: source features, a fresh head, and (NDHTL) the plastic parameters.
+pub fn assemble_finetune_model(
+    features: AlexNetFeatures,
+    config: &FinetuneConfig,
+    num_classes: usize,
+    device: &burn::tensor::Device,
+) -> CifarAlexNet {
+    let features = if config.freeze_features {
+        features.freeze()
+    } else {
+        features
+    };
+    let plastic = (config.method == Method::Ndhtl).then(|| {
+        let mut plastic = PlasticParams::new(
+            num_classes,
+            config.eta,
+            config.plastic.fanout,
+            config.seed,
+            device,
+        );
+        if config.fixed_eta {
+            plastic.eta = plastic.eta.set_require_grad(false);
+        }
+        plastic
+    });
+    CifarAlexNet {
+        features,
+        classifier: new_classifier(num_classes, config.seed, device),
+        plastic,
+    }
+}
+
+impl FinetuneConfig {
+    pub fn loop_settings(&self) -> LoopSettings {
+        LoopSettings {
+            batch_size: self.batch_size,
+            window: self.window(),
+            loss: self.loss,
+            loss_steps: self.loss_steps,
+            k_reduce: self.k_reduce,
+            reset: self.reset,
+            plastic: (self.method == Method::Ndhtl).then_some(self.plastic),
+            augmentation: if self.augment {
+                Augmentation::STANDARD
+            } else {
+                Augmentation::NONE
+            },
+            data_seed: stream_seed(self.seed, 0xDA7A),
+        }
+    }
+}
+
+/// Fine-tunes `data.task` from `source_features` (loaded on any device; moved as needed).
+///
+/// With `run_dir`, a checkpoint is written after every lifetime and an existing checkpoint of
+/// the same configuration and source is resumed: the result equals an uninterrupted run.
+pub fn run_finetune(
+    config: &FinetuneConfig,
+    source_features: AlexNetFeatures,
+    source_id: &str,
+    data: &TaskData,
+    device: &ComputeDevice,
+    run_dir: Option<&Path>,
+    observer: &mut dyn TrainingObserver,
+    cancel: &CancelToken,
+) -> Result<RunOutcome, TrainError> {
+    config.validate()?;
+    let training_device = device.autodiff();
+    let settings = config.loop_settings();
+    let num_classes = data.task.num_classes();
+    let fingerprint = config_fingerprint(&(config, source_id, &data.task.classes));
+    let features = source_features.to_device(&training_device);
+    let fresh = assemble_finetune_model(features, config, num_classes, &training_device);
+    let hebbian_shape = fresh.plastic.as_ref().map(|_| {
+        [
+            settings.hebbian_slots(),
+            crate::model::FEATURE_DIM,
+            num_classes,
+        ]
+    });
+    let make_optimizer =
+        |model: &CifarAlexNet| build_optimizer(model, config.momentum, config.weight_decay);
+
+    let resumed = match run_dir {
+        Some(dir) => load_checkpoint(
+            dir,
+            fresh.clone(),
+            &fingerprint,
+            hebbian_shape,
+            &training_device,
+            make_optimizer,
+        )?,
+        None => None,
+    };
+    let (mut state, mut history) = match resumed {
+        Some(loaded) => {
+            tracing::info!(
+                completed = loaded.progress.completed_lifetimes,
+                "resuming from checkpoint"
+            );
+            (
+                TrainingState {
+                    model: loaded.model,
+                    optimizer: loaded.optimizer,
+                    hebbian: loaded.hebbian,
+                },
+                loaded.progress.history,
+            )
+        }
+        None => {
+            let optimizer = make_optimizer(&fresh);
+            let hebbian = hebbian_shape
+                .map(|[slots, _, classes]| HebbianState::zeros(slots, classes, &training_device));
+            (
+                TrainingState {
+                    model: fresh,
+                    optimizer,
+                    hebbian,
+                },
+                Vec::new(),
+            )
+        }
+    };
+    let resumed_lifetimes = history.len();
+    if let Some(dir) = run_dir {
+        fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+
+    for lifetime_index in resumed_lifetimes..config.lifetimes {
+        let lifetime = lifetime_index + 1;
+        let (next, totals) = train_lifetime(
+            state,
+            &settings,
+            lifetime_index,
+            config.lr,
+            &data.train,
+            &training_device,
+            observer,
+            cancel,
+        )?;
+        state = next;
+        check_finite(lifetime, "training loss", totals.loss)?;
+        let (inference, hebb_eval) = inference_view(&state.model, state.hebbian.as_ref());
+        let eval = evaluate(
+            &inference,
+            hebb_eval.clone(),
+            &data.test,
+            config.eval_batch_size,
+            &device.device,
+        );
+        check_finite(lifetime, "validation loss", eval.loss)?;
+        let plastic = inference.plastic.as_ref();
+        let scalar = |t: Tensor<1>| t.into_scalar::<f32>() as f64;
+        let metrics = LifetimeMetrics {
+            lifetime,
+            val_loss: eval.loss,
+            val_top1: eval.top1,
+            val_top5: eval.top5,
+            train_loss: totals.loss,
+            train_top1: totals.top1,
+            steps: totals.steps,
+            backward_passes: totals.backward_passes,
+            lr: config.lr,
+            eta: plastic.map(|p| scalar(p.eta.val())),
+            alpha_abs_mean: plastic.map(|p| scalar(p.alpha.val().abs().mean())),
+            hebb_abs_mean: hebb_eval.map(|h| scalar(h.abs().mean())),
+            modulator_mean: totals.modulator_mean,
+            train_seconds: totals.seconds,
+            train_images_per_second: totals.images as f64 / totals.seconds.max(1e-9),
+        };
+        tracing::info!(
+            lifetime,
+            val_top1 = format_args!("{:.2}", metrics.val_top1),
+            val_top5 = format_args!("{:.2}", metrics.val_top5),
+            val_loss = format_args!("{:.4}", metrics.val_loss),
+            train_loss = format_args!("{:.4}", metrics.train_loss),
+            images_per_second = format_args!("{:.1}", metrics.train_images_per_second),
+            "lifetime done"
+        );
+        history.push(metrics.clone());
+        if let Some(dir) = run_dir {
+            let progress = Progress {
+                fingerprint: fingerprint.clone(),
+                completed_lifetimes: lifetime,
+                history: history.clone(),
+            };
+            save_checkpoint(
+                dir,
+                &state.model,
+                &state.optimizer,
+                state.hebbian.as_ref(),
+                &progress,
+            )?;
+            write_metrics_file(dir, &history)?;
+        }
+        observer.on_lifetime(&metrics);
+    }
+    let summary = RunSummary::from_history(&history).expect("at least one lifetime");
+    Ok(RunOutcome {
+        history,
+        summary,
+        resumed_lifetimes,
+    })
+}
+
+/// A trained source model.
+pub struct SourceOutcome {
+    pub model: CifarAlexNet,
+    pub run: RunOutcome,
+    pub fingerprint: String,
+}
+
+impl SourceConfig {
+    pub fn loop_settings(&self) -> LoopSettings {
+        LoopSettings {
+            batch_size: self.batch_size,
+            window: 1,
+            loss: crate::model::LossKind::Ce,
+            loss_steps: super::config::LossSteps::All,
+            k_reduce: super::config::KReduce::Sum,
+            reset: super::config::ResetPolicy::Task,
+            plastic: None,
+            augmentation: if self.augment {
+                Augmentation::STANDARD
+            } else {
+                Augmentation::NONE
+            },
+            data_seed: stream_seed(self.seed, 0x50_0C3),
+        }
+    }
+}
+
+/// Trains the source model from random initialisation (spec §5.1), evaluating every epoch on
+/// the source task's test images.
+pub fn run_source(
+    config: &SourceConfig,
+    data: &TaskData,
+    device: &ComputeDevice,
+    run_dir: Option<&Path>,
+    observer: &mut dyn TrainingObserver,
+    cancel: &CancelToken,
+) -> Result<SourceOutcome, TrainError> {
+    config.validate()?;
+    let training_device = device.autodiff();
+    let settings = config.loop_settings();
+    let fingerprint = config_fingerprint(&(config, &data.task.classes));
+    let fresh = CifarAlexNet::new(data.task.num_classes(), config.seed, &training_device);
+    let make_optimizer =
+        |model: &CifarAlexNet| build_optimizer(model, config.momentum, config.weight_decay);
+    let resumed = match run_dir {
+        Some(dir) => load_checkpoint(
+            dir,
+            fresh.clone(),
+            &fingerprint,
+            None,
+            &training_device,
+            make_optimizer,
+        )?,
+        None => None,
+    };
+    let (mut state, mut history) = match resumed {
+        Some(loaded) => (
+            TrainingState {
+                model: loaded.model,
+                optimizer: loaded.optimizer,
+                hebbian: None,
+            },
+            loaded.progress.history,
+        ),
+        None => {
+            let optimizer = make_optimizer(&fresh);
+            (
+                TrainingState {
+                    model: fresh,
+                    optimizer,
+                    hebbian: None,
+                },
+                Vec::new(),
+            )
+        }
+    };
+    let resumed_lifetimes = history.len();
+    for epoch_index in resumed_lifetimes..config.epochs {
+        let epoch = epoch_index + 1;
+        let lr = config.lr_at_epoch(epoch_index);
+        let (next, totals) = train_lifetime(
+            state,
+            &settings,
+            epoch_index,
+            lr,
+            &data.train,
+            &training_device,
+            observer,
+            cancel,
+        )?;
+        state = next;
+        check_finite(epoch, "training loss", totals.loss)?;
+        let (inference, _) = inference_view(&state.model, None);
+        let eval = evaluate(
+            &inference,
+            None,
+            &data.test,
+            config.eval_batch_size,
+            &device.device,
+        );
+        let metrics = LifetimeMetrics {
+            lifetime: epoch,
+            val_loss: eval.loss,
+            val_top1: eval.top1,
+            val_top5: eval.top5,
+            train_loss: totals.loss,
+            train_top1: totals.top1,
+            steps: totals.steps,
+            backward_passes: totals.backward_passes,
+            lr,
+            eta: None,
+            alpha_abs_mean: None,
+            hebb_abs_mean: None,
+            modulator_mean: None,
+            train_seconds: totals.seconds,
+            train_images_per_second: totals.images as f64 / totals.seconds.max(1e-9),
+        };
+        tracing::info!(
+            epoch,
+            lr,
+            val_top1 = format_args!("{:.2}", metrics.val_top1),
+            train_loss = format_args!("{:.4}", metrics.train_loss),
+            images_per_second = format_args!("{:.1}", metrics.train_images_per_second),
+            "source epoch done"
+        );
+        history.push(metrics.clone());
+        if let Some(dir) = run_dir {
+            fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            let progress = Progress {
+                fingerprint: fingerprint.clone(),
+                completed_lifetimes: epoch,
+                history: history.clone(),
+            };
+            save_checkpoint(dir, &state.model, &state.optimizer, None, &progress)?;
+            write_metrics_file(dir, &history)?;
+        }
+        observer.on_lifetime(&metrics);
+    }
+    let summary = RunSummary::from_history(&history).expect("at least one epoch");
+    Ok(SourceOutcome {
+        model: state.model,
+        run: RunOutcome {
+            history,
+            summary,
+            resumed_lifetimes,
+        },
+        fingerprint,
+    })
+}
