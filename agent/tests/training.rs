@@ -1,0 +1,373 @@
+//! Spec §9, properties 5–6, and the run-level guarantees: NDHTL with clip 0 and K = 1 equals
+//! STL; source training and both fine-tunings learn far above chance on generated data;
+//! a checkpointed, interrupted and resumed run equals an uninterrupted one; same seed, same
+//! numbers; PyTorch-named weights round-trip through safetensors.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use ndhtl_agent::data::TaskSpec;
+use ndhtl_agent::data::synth::{SynthOptions, write_synthetic};
+use ndhtl_agent::device::{BackendKind, ComputeDevice, DeviceSpec};
+use ndhtl_agent::model::io::{export_safetensors, load_source_features};
+use ndhtl_agent::model::{AlexNetFeatures, CifarAlexNet};
+use ndhtl_agent::train::{
+    CancelToken, FinetuneConfig, LifetimeMetrics, Method, NoObserver, SourceConfig, TaskData,
+    TrainError, TrainingObserver, run_finetune, run_source,
+};
+
+fn flex() -> ComputeDevice {
+    ComputeDevice::resolve(DeviceSpec::Cpu, Some(BackendKind::Flex)).unwrap()
+}
+
+fn synth_data(dir: &Path, per_class_c10: usize, per_class_c100: usize) {
+    write_synthetic(
+        dir,
+        &SynthOptions {
+            seed: 1,
+            cifar10_train_per_class: per_class_c10,
+            cifar10_test_per_class: 20,
+            cifar100_train_per_class: per_class_c100,
+            cifar100_test_per_class: 10,
+        },
+    )
+    .unwrap();
+}
+
+/// Drops the wall-clock fields, which legitimately differ between runs.
+fn comparable(history: &[LifetimeMetrics]) -> Vec<LifetimeMetrics> {
+    history
+        .iter()
+        .map(|m| LifetimeMetrics {
+            train_seconds: 0.0,
+            train_images_per_second: 0.0,
+            ..m.clone()
+        })
+        .collect()
+}
+
+fn random_features(seed: u64) -> AlexNetFeatures {
+    AlexNetFeatures::new(seed, &Device::flex())
+}
+
+#[test]
+fn ndhtl_with_clip_zero_and_k_one_equals_stl() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_data(dir.path(), 2, 6);
+    let task: TaskSpec = "T1".parse().unwrap();
+    let data = TaskData::load(dir.path(), &task, None).unwrap();
+    let stl = FinetuneConfig {
+        method: Method::Stl,
+        lifetimes: 2,
+        lr: 1e-3,
+        seed: 5,
+        ..FinetuneConfig::default()
+    };
+    let mut ndhtl = FinetuneConfig {
+        method: Method::Ndhtl,
+        k: 1,
+        ..stl.clone()
+    };
+    ndhtl.plastic.clip = 0.0;
+    let run = |config: &FinetuneConfig| {
+        run_finetune(
+            config,
+            random_features(3),
+            "src",
+            &data,
+            &flex(),
+            None,
+            &mut NoObserver,
+            &CancelToken::new(),
+        )
+        .unwrap()
+        .history
+    };
+    let stl_history = comparable(&run(&stl));
+    let ndhtl_history: Vec<LifetimeMetrics> = comparable(&run(&ndhtl))
+        .into_iter()
+        .map(|m| LifetimeMetrics {
+            eta: None,
+            alpha_abs_mean: None,
+            hebb_abs_mean: None,
+            modulator_mean: None,
+            ..m
+        })
+        .collect();
+    assert_eq!(stl_history[0].steps, 60);
+    assert_eq!(
+        stl_history, ndhtl_history,
+        "bit-for-bit equal per-lifetime metrics"
+    );
+
+    // And the reduction is not vacuous: with the default clip the runs differ.
+    let default_ndhtl = FinetuneConfig {
+        method: Method::Ndhtl,
+        k: 1,
+        ..stl.clone()
+    };
+    let plastic_history = comparable(&run(&default_ndhtl));
+    assert_ne!(plastic_history[1].val_loss, stl_history[1].val_loss);
+}
+
+struct CancelAfter {
+    lifetimes: usize,
+    token: CancelToken,
+}
+
+impl TrainingObserver for CancelAfter {
+    fn on_lifetime(&mut self, metrics: &LifetimeMetrics) {
+        if metrics.lifetime == self.lifetimes {
+            self.token.cancel();
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_and_resumed_run_equals_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_data(dir.path(), 2, 5);
+    let task: TaskSpec = "T3".parse().unwrap();
+    let data = TaskData::load(dir.path(), &task, None).unwrap();
+    for (method, batch_size, trace_per_sample) in [
+        (Method::Ndhtl, 2, false),
+        (Method::Ndhtl, 3, true),
+        (Method::Stl, 1, false),
+    ] {
+        let mut config = FinetuneConfig {
+            method,
+            lifetimes: 3,
+            k: 3,
+            batch_size,
+            lr: 2e-3,
+            seed: 9,
+            ..FinetuneConfig::default()
+        };
+        if trace_per_sample {
+            config.plastic.trace = ndhtl_agent::model::TraceMode::PerSample;
+        }
+        let whole = run_finetune(
+            &config,
+            random_features(4),
+            "src",
+            &data,
+            &flex(),
+            None,
+            &mut NoObserver,
+            &CancelToken::new(),
+        )
+        .unwrap();
+
+        let run_dir = tempfile::tempdir().unwrap();
+        let token = CancelToken::new();
+        let mut observer = CancelAfter {
+            lifetimes: 2,
+            token: token.clone(),
+        };
+        let first = run_finetune(
+            &config,
+            random_features(4),
+            "src",
+            &data,
+            &flex(),
+            Some(run_dir.path()),
+            &mut observer,
+            &token,
+        );
+        assert!(
+            matches!(first, Err(TrainError::Cancelled(_))),
+            "stopped during lifetime 3"
+        );
+        assert!(run_dir.path().join("checkpoint/model.bpk").exists());
+        assert!(run_dir.path().join("checkpoint/optimizer.bpk").exists());
+        assert_eq!(
+            run_dir.path().join("checkpoint/hebbian.bpk").exists(),
+            method == Method::Ndhtl
+        );
+
+        let resumed = run_finetune(
+            &config,
+            random_features(4),
+            "src",
+            &data,
+            &flex(),
+            Some(run_dir.path()),
+            &mut NoObserver,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        assert_eq!(resumed.resumed_lifetimes, 2);
+        assert_eq!(
+            comparable(&resumed.history),
+            comparable(&whole.history),
+            "{method:?} b={batch_size}"
+        );
+        let lines = std::fs::read_to_string(run_dir.path().join("metrics.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 3);
+
+        // A different configuration refuses to resume from this checkpoint.
+        let other = FinetuneConfig {
+            lr: 1e-3,
+            ..config.clone()
+        };
+        let refused = run_finetune(
+            &other,
+            random_features(4),
+            "src",
+            &data,
+            &flex(),
+            Some(run_dir.path()),
+            &mut NoObserver,
+            &CancelToken::new(),
+        );
+        assert!(
+            matches!(refused, Err(TrainError::Checkpoint(_))),
+            "config mismatch must be refused"
+        );
+    }
+}
+
+#[test]
+fn same_seed_same_numbers_different_seed_different_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_data(dir.path(), 2, 4);
+    let data = TaskData::load(dir.path(), &"T2".parse().unwrap(), None).unwrap();
+    let run = |seed| {
+        let config = FinetuneConfig {
+            lifetimes: 1,
+            k: 4,
+            seed,
+            lr: 1e-3,
+            ..FinetuneConfig::default()
+        };
+        comparable(
+            &run_finetune(
+                &config,
+                random_features(1),
+                "s",
+                &data,
+                &flex(),
+                None,
+                &mut NoObserver,
+                &CancelToken::new(),
+            )
+            .unwrap()
+            .history,
+        )
+    };
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+}
+
+#[test]
+fn source_training_and_both_fine_tunings_learn_far_above_chance() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_data(dir.path(), 60, 30);
+    let source_task: TaskSpec = "cifar10".parse().unwrap();
+    let source_data = TaskData::load(dir.path(), &source_task, None).unwrap();
+    let source_config = SourceConfig {
+        epochs: 6,
+        batch_size: 32,
+        lr: 0.02,
+        seed: 2,
+        ..SourceConfig::default()
+    };
+    let source = run_source(
+        &source_config,
+        &source_data,
+        &flex(),
+        None,
+        &mut NoObserver,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let source_top1 = source.run.summary.final_top1;
+    assert!(
+        source_top1 > 50.0,
+        "source top-1 {source_top1:.1}% (chance 10%)"
+    );
+
+    // Round-trip the source through PyTorch naming, as a user bringing their own weights would.
+    let exported = dir.path().join("source.safetensors");
+    export_safetensors(&source.model, &exported).unwrap();
+    let features = load_source_features(&exported, 0, &Device::flex()).unwrap();
+
+    let target: TaskSpec = "T1".parse().unwrap();
+    let target_data = TaskData::load(dir.path(), &target, None).unwrap();
+    for method in [Method::Stl, Method::Ndhtl] {
+        let config = FinetuneConfig {
+            method,
+            lifetimes: 2,
+            lr: 2e-3,
+            seed: 3,
+            ..FinetuneConfig::default()
+        };
+        let outcome = run_finetune(
+            &config,
+            features.clone(),
+            "src",
+            &target_data,
+            &flex(),
+            None,
+            &mut NoObserver,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        let top1 = outcome.summary.final_top1;
+        assert!(
+            top1 > 40.0,
+            "{method:?} fine-tune top-1 {top1:.1}% (chance 10%)"
+        );
+        let last = outcome.history.last().unwrap();
+        assert!(
+            last.val_top5 > 75.0,
+            "{method:?} top-5 {:.1}% (chance 50%)",
+            last.val_top5
+        );
+        if method == Method::Ndhtl {
+            assert_eq!(
+                last.backward_passes,
+                last.steps.div_ceil(10),
+                "one backward pass per K = 10 steps"
+            );
+            assert!(
+                last.hebb_abs_mean.unwrap() > 0.0
+                    && last.eta.is_some()
+                    && last.modulator_mean.is_some()
+            );
+        } else {
+            assert_eq!(last.backward_passes, last.steps);
+        }
+    }
+}
+
+#[test]
+fn exported_safetensors_use_pytorch_names_and_layouts_and_reload_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = CifarAlexNet::new(10, 7, &Device::flex());
+    let path = dir.path().join("m.safetensors");
+    export_safetensors(&model, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    assert_eq!(
+        header["features.0.weight"]["shape"],
+        serde_json::json!([64, 3, 11, 11])
+    );
+    assert_eq!(
+        header["features.10.bias"]["shape"],
+        serde_json::json!([256])
+    );
+    assert_eq!(
+        header["classifier.weight"]["shape"],
+        serde_json::json!([10, 256]),
+        "PyTorch's out×in"
+    );
+
+    let reloaded = load_source_features(&path, 99, &Device::flex()).unwrap();
+    let original = model.features.conv4.weight.val().into_data();
+    assert_eq!(reloaded.conv4.weight.val().into_data(), original);
+
+    let missing = dir.path().join("nope.pt");
+    assert!(load_source_features(&missing, 0, &Device::flex()).is_err());
+}
