@@ -1,1 +1,46 @@
-fn main() {}
+//! The `ndhtl` binary.
+
+mod cli;
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, LogFormat};
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("NDHTL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    if let Some(threads) = cli.threads {
+        // Read by the flex backend's thread pool when it first starts.
+        // SAFETY: single-threaded at this point; nothing else reads the environment yet.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    }
+    if let Err(error) = run(cli.command) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Data(command) => cli::data_cmd::run(command),
+        Command::Train(command) => cli::train_cmd::run(command),
+        Command::Export(args) => cli::train_cmd::export(args),
+        Command::Bench(args) => cli::bench_cmd::run(args),
+    }
+}

@@ -255,6 +255,7 @@ pub fn run_finetune(
         }
     };
     let resumed_lifetimes = history.len();
+    observer.on_resume(&history);
     if let Some(dir) = run_dir {
         fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
             path: dir.to_path_buf(),
@@ -416,6 +417,7 @@ pub fn run_source(
         }
     };
     let resumed_lifetimes = history.len();
+    observer.on_resume(&history);
     for epoch_index in resumed_lifetimes..config.epochs {
         let epoch = epoch_index + 1;
         let lr = config.lr_at_epoch(epoch_index);

@@ -42,6 +42,8 @@ pub trait TrainingObserver {
     fn on_step(&mut self, _lifetime: usize, _step: usize, _steps: usize) {}
     /// After a lifetime's evaluation and checkpoint.
     fn on_lifetime(&mut self, _metrics: &super::metrics::LifetimeMetrics) {}
+    /// Once, before training, with the lifetimes restored from a checkpoint.
+    fn on_resume(&mut self, _history: &[super::metrics::LifetimeMetrics]) {}
 }
 
 /// An observer that ignores everything.

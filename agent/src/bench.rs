@@ -1,0 +1,238 @@
+//! Throughput measurements behind `ndhtl bench`: the same workloads as `bench/pytorch_reference.py`.
+//!
+//! - `train_b128`: one STL SGD step on a batch of 128 (source-training regime);
+//! - `train_b1_stl`: one STL step at batch 1 (the paper's fine-tuning regime);
+//! - `train_b1_ndhtl_k10`: NDHTL at batch 1, a plastic step every image, a backward every 10;
+//! - `infer_b1000`: inference on a batch of 1000;
+//! - `pipeline`: the input pipeline alone (augment + normalise), to show it never limits training.
+//!
+//! Each is warmed up, then timed `repeats` times; the median is reported in images per second.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::data::TaskImages;
+use crate::data::cifar_format::IMAGE_BYTES;
+use crate::data::pipeline::{Augmentation, EpochPlan, Normalization, assemble_batch};
+use crate::device::ComputeDevice;
+use crate::model::loss::cross_entropy;
+use crate::model::{CifarAlexNet, HebbianState, PlasticConfig, PlasticParams};
+use crate::train::lifetime::{images_tensor, labels_tensor};
+use crate::train::optimizer::build_optimizer;
+
+/// One measured workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub workload: &'static str,
+    pub images_per_second: f64,
+    /// Median seconds per step (per batch).
+    pub seconds_per_step: f64,
+}
+
+/// How long to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchPlan {
+    pub repeats: usize,
+    pub scale: f64,
+}
+
+impl BenchPlan {
+    pub const STANDARD: BenchPlan = BenchPlan {
+        repeats: 5,
+        scale: 1.0,
+    };
+    pub const QUICK: BenchPlan = BenchPlan {
+        repeats: 3,
+        scale: 0.25,
+    };
+
+    fn steps(&self, base: usize) -> usize {
+        ((base as f64 * self.scale).round() as usize).max(1)
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn random_batch(rng: &mut ChaCha8Rng, batch: usize) -> (Vec<f32>, Vec<i64>) {
+    let pixels = (0..batch * IMAGE_BYTES)
+        .map(|_| rng.random_range(-2.0f32..2.0))
+        .collect();
+    let labels = (0..batch).map(|_| rng.random_range(0..10)).collect();
+    (pixels, labels)
+}
+
+/// Times `run(steps)` after a warm-up; returns the median seconds per step.
+fn time_steps(plan: &BenchPlan, warmup: usize, steps: usize, mut run: impl FnMut(usize)) -> f64 {
+    run(warmup);
+    let samples = (0..plan.repeats)
+        .map(|_| {
+            let start = Instant::now();
+            run(steps);
+            start.elapsed().as_secs_f64() / steps as f64
+        })
+        .collect();
+    median(samples)
+}
+
+fn measurement(workload: &'static str, batch: usize, seconds_per_step: f64) -> Measurement {
+    Measurement {
+        workload,
+        images_per_second: batch as f64 / seconds_per_step,
+        seconds_per_step,
+    }
+}
+
+/// STL training steps at `batch`.
+fn bench_stl_train(
+    device: &ComputeDevice,
+    plan: &BenchPlan,
+    batch: usize,
+    base_steps: usize,
+) -> f64 {
+    let training = device.autodiff();
+    let model = CifarAlexNet::new(10, 0, &training);
+    let mut optimizer = build_optimizer(&model, 0.9, 5e-4);
+    let mut slot = Some(model);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let (pixels, labels) = random_batch(&mut rng, batch);
+    time_steps(
+        plan,
+        plan.steps(base_steps / 4).max(2),
+        plan.steps(base_steps),
+        |steps| {
+            for _ in 0..steps {
+                let model = slot.take().expect("model");
+                let images = images_tensor(pixels.clone(), batch, &training);
+                let targets = labels_tensor(labels.clone(), &training);
+                let loss = cross_entropy(model.forward_linear(images), targets);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                slot = Some(optimizer.step(1e-4, model, grads));
+            }
+            let _ = slot
+                .as_ref()
+                .expect("model")
+                .classifier
+                .weight
+                .val()
+                .into_data(); // wait for queued work
+        },
+    )
+}
+
+/// NDHTL at batch 1 with a backward pass every `k` steps; seconds per image.
+fn bench_ndhtl_train(
+    device: &ComputeDevice,
+    plan: &BenchPlan,
+    k: usize,
+    base_windows: usize,
+) -> f64 {
+    let training = device.autodiff();
+    let mut model = CifarAlexNet::new(10, 0, &training);
+    model.plastic = Some(PlasticParams::new(10, 0.1, false, 0, &training));
+    let mut optimizer = build_optimizer(&model, 0.9, 5e-4);
+    let mut slot = Some(model);
+    let config = PlasticConfig::default();
+    let mut state = Some(HebbianState::zeros(1, 10, &training));
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let batches: Vec<(Vec<f32>, Vec<i64>)> = (0..k).map(|_| random_batch(&mut rng, 1)).collect();
+    let per_window = time_steps(plan, 2, plan.steps(base_windows), |windows| {
+        for _ in 0..windows {
+            let model = slot.take().expect("model");
+            let mut total: Option<Tensor<1>> = None;
+            for (pixels, labels) in &batches {
+                let images = images_tensor(pixels.clone(), 1, &training);
+                let targets = labels_tensor(labels.clone(), &training);
+                let features = model.features.forward(images);
+                let step = model.plastic_step(features, state.take().expect("state"), &config);
+                state = Some(step.state);
+                let loss = cross_entropy(step.logits, targets);
+                total = Some(total.map_or(loss.clone(), |t| t + loss));
+            }
+            let grads = GradientsParams::from_grads(total.expect("k ≥ 1").backward(), &model);
+            slot = Some(optimizer.step(1e-4, model, grads));
+            state = state.take().map(HebbianState::detach);
+        }
+        let _ = slot
+            .as_ref()
+            .expect("model")
+            .classifier
+            .weight
+            .val()
+            .into_data();
+    });
+    per_window / k as f64
+}
+
+fn bench_inference(device: &ComputeDevice, plan: &BenchPlan, batch: usize) -> f64 {
+    let model = CifarAlexNet::new(10, 0, &device.device).valid();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (pixels, _) = random_batch(&mut rng, batch);
+    let inference_device: &Device = &device.device;
+    time_steps(plan, 1, plan.steps(4), |steps| {
+        for _ in 0..steps {
+            let logits =
+                model.forward_linear(images_tensor(pixels.clone(), batch, inference_device));
+            let _ = logits.argmax(1).into_data();
+        }
+    })
+}
+
+/// The input pipeline alone, single-threaded: images per second it can supply.
+pub fn bench_pipeline(plan: &BenchPlan) -> Measurement {
+    let count = 5000;
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let images = Arc::new(TaskImages {
+        pixels: (0..count * IMAGE_BYTES).map(|_| rng.random()).collect(),
+        labels: (0..count).map(|i| (i % 10) as u8).collect(),
+        num_classes: 10,
+    });
+    let lut = Normalization::CIFAR10.lookup_table();
+    let epoch = EpochPlan::new(count, 0, 0, Augmentation::STANDARD, true);
+    let per_image = time_steps(plan, 1, 1, |_| {
+        for index in 0..count {
+            let batch = assemble_batch(&images, &epoch, &lut, 1, index, count);
+            std::hint::black_box(batch);
+        }
+    }) / count as f64;
+    measurement("pipeline_b1", 1, per_image)
+}
+
+/// Every model workload on `device`.
+pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan) -> Vec<Measurement> {
+    let mut results = Vec::new();
+    tracing::info!(device = %device.label(), "bench: train batch 128");
+    results.push(measurement(
+        "train_b128",
+        128,
+        bench_stl_train(device, plan, 128, 8),
+    ));
+    tracing::info!(device = %device.label(), "bench: train batch 1 (STL)");
+    results.push(measurement(
+        "train_b1_stl",
+        1,
+        bench_stl_train(device, plan, 1, 200),
+    ));
+    tracing::info!(device = %device.label(), "bench: train batch 1 (NDHTL, K = 10)");
+    results.push(measurement(
+        "train_b1_ndhtl_k10",
+        1,
+        bench_ndhtl_train(device, plan, 10, 20),
+    ));
+    tracing::info!(device = %device.label(), "bench: inference batch 1000");
+    results.push(measurement(
+        "infer_b1000",
+        1000,
+        bench_inference(device, plan, 1000),
+    ));
+    results
+}

@@ -1,0 +1,209 @@
+//! `ndhtl bench`: images per second on each compiled backend, beside PyTorch on the same
+//! machine when `import torch` works, as a markdown table with ratios.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ndhtl_agent::bench::{BenchPlan, Measurement, bench_device, bench_pipeline};
+use ndhtl_agent::device::{BackendKind, ComputeDevice, DeviceSpec, compiled_backends};
+use serde::Serialize;
+
+const PYTORCH_REFERENCE: &str = include_str!("../../bench/pytorch_reference.py");
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Backends to measure (default: every compiled one).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub backends: Vec<BackendKind>,
+    /// Device for the model workloads: `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Python interpreter used for the PyTorch reference (skipped if it cannot import torch).
+    #[arg(long, env = "NDHTL_BENCH_PYTHON", default_value = "python3")]
+    pub python: String,
+    /// Skip the PyTorch reference.
+    #[arg(long)]
+    pub no_pytorch: bool,
+    /// A quarter of the steps and three repeats (for smoke checks; less precise).
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    device: String,
+    threads: usize,
+    /// backend → workload → images/s
+    results: BTreeMap<String, BTreeMap<String, f64>>,
+    pytorch_version: Option<String>,
+    pipeline_images_per_second: f64,
+}
+
+fn run_pytorch(
+    args: &BenchArgs,
+    plan: &BenchPlan,
+    threads: usize,
+) -> Result<Option<(String, BTreeMap<String, f64>)>> {
+    if args.no_pytorch {
+        return Ok(None);
+    }
+    let probe = Command::new(&args.python)
+        .args(["-c", "import torch"])
+        .output();
+    if !matches!(&probe, Ok(output) if output.status.success()) {
+        tracing::warn!(python = %args.python, "PyTorch is not importable: skipping the reference (pip install torch==2.9.0)");
+        return Ok(None);
+    }
+    let script = tempfile_path("ndhtl-pytorch-reference.py");
+    std::fs::File::create(&script)
+        .and_then(|mut f| f.write_all(PYTORCH_REFERENCE.as_bytes()))
+        .with_context(|| format!("writing {}", script.display()))?;
+    let device = match args.device.as_str() {
+        "cpu" => "cpu".to_string(),
+        other => other.replace("cuda:", "cuda:"),
+    };
+    tracing::info!(python = %args.python, "bench: PyTorch reference");
+    let output = Command::new(&args.python)
+        .arg(&script)
+        .args(["--threads", &threads.to_string(), "--device", &device])
+        .args([
+            "--repeats",
+            &plan.repeats.to_string(),
+            "--scale",
+            &plan.scale.to_string(),
+        ])
+        .output()
+        .context("running the PyTorch reference")?;
+    let _ = std::fs::remove_file(&script);
+    if !output.status.success() {
+        anyhow::bail!(
+            "PyTorch reference failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("parsing the PyTorch reference output")?;
+    let version = parsed["torch"].as_str().unwrap_or("?").to_string();
+    let results = parsed["images_per_second"]
+        .as_object()
+        .map(|map| {
+            map.iter()
+                .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some((version, results)))
+}
+
+fn tempfile_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{}-{name}", std::process::id()))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let plan = if args.quick {
+        BenchPlan::QUICK
+    } else {
+        BenchPlan::STANDARD
+    };
+    let spec: DeviceSpec = args.device.parse()?;
+    let backends = if args.backends.is_empty() {
+        compiled_backends()
+    } else {
+        args.backends.clone()
+    };
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+
+    let mut results: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut order: Vec<&'static str> = Vec::new();
+    for backend in backends {
+        let device = ComputeDevice::resolve(spec, Some(backend))?;
+        let measured: Vec<Measurement> = bench_device(&device, &plan);
+        order = measured.iter().map(|m| m.workload).collect();
+        results.insert(
+            device.label(),
+            measured
+                .into_iter()
+                .map(|m| (m.workload.to_string(), m.images_per_second))
+                .collect(),
+        );
+    }
+    let pipeline = bench_pipeline(&plan);
+    let pytorch = run_pytorch(&args, &plan, threads)?;
+
+    let labels: Vec<String> = results.keys().cloned().collect();
+    let mut table = String::new();
+    let mut header = format!("| workload (images/s, {threads} threads) |");
+    let mut rule = String::from("|---|");
+    if let Some((version, _)) = &pytorch {
+        header.push_str(&format!(" PyTorch {version} |"));
+        rule.push_str("---|");
+    }
+    for label in &labels {
+        header.push_str(&format!(" {label} |"));
+        rule.push_str("---|");
+        if pytorch.is_some() {
+            header.push_str(" ratio |");
+            rule.push_str("---|");
+        }
+    }
+    table.push_str(&header);
+    table.push('\n');
+    table.push_str(&rule);
+    table.push('\n');
+    for workload in &order {
+        let reference = pytorch
+            .as_ref()
+            .and_then(|(_, r)| r.get(*workload))
+            .copied();
+        let mut row = format!("| {workload} |");
+        if pytorch.is_some() {
+            row.push_str(&reference.map_or(" – |".into(), |v| format!(" {v:.1} |")));
+        }
+        for label in &labels {
+            let ours = results[label].get(*workload).copied().unwrap_or(f64::NAN);
+            row.push_str(&format!(" {ours:.1} |"));
+            if let Some(reference) = reference {
+                row.push_str(&format!(" {:.2} |", ours / reference));
+            } else if pytorch.is_some() {
+                row.push_str(" – |");
+            }
+        }
+        table.push_str(&row);
+        table.push('\n');
+    }
+    println!("{table}");
+    println!(
+        "input pipeline (crop + flip + normalise, one thread): {:.0} images/s",
+        pipeline.images_per_second
+    );
+    if let Some(path) = args.json {
+        let report = BenchReport {
+            device: args.device.clone(),
+            threads,
+            results,
+            pytorch_version: pytorch.as_ref().map(|(v, _)| v.clone()),
+            pipeline_images_per_second: pipeline.images_per_second,
+        };
+        let mut json = serde_json::to_value(&report)?;
+        if let Some((_, reference)) = pytorch {
+            json["results"]["pytorch"] = serde_json::to_value(reference)?;
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! The `ndhtl` command line.
+
+pub mod bench_cmd;
+pub mod data_cmd;
+pub mod progress;
+pub mod train_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Version line: the crate version and the backends compiled in.
+pub fn long_version() -> &'static str {
+    let backends: Vec<&str> = ndhtl_agent::device::compiled_backends()
+        .iter()
+        .map(|b| b.as_str())
+        .collect();
+    let text = format!(
+        "{} (backends: {}; burn 0.22.1{})",
+        env!("CARGO_PKG_VERSION"),
+        backends.join(", "),
+        if cfg!(feature = "tch") {
+            ", libtorch via burn-tch"
+        } else {
+            ""
+        }
+    );
+    Box::leak(text.into_boxed_str())
+}
+
+/// ndhtl: Neuromodulated Dopamine Hebbian Transfer Learning (Magotra & Kim, Symmetry 2021),
+/// reproduced and explored on Burn.
+///
+/// A CIFAR AlexNet trained on CIFAR-10 is fine-tuned on CIFAR-100 target tasks T1..T10, either by
+/// standard transfer learning (STL) or with a plastic output layer whose Hebbian trace is gated by
+/// a learned dopamine-like signal, backpropagating only every K steps.
+#[derive(Debug, Parser)]
+#[command(name = "ndhtl", version = long_version(), propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// CPU threads for the flex backend's kernels (RAYON_NUM_THREADS). Default: all cores.
+    #[arg(long, global = true, env = "NDHTL_THREADS")]
+    pub threads: Option<usize>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Prepare data: download the official CIFAR archives, or generate synthetic data.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+    /// Train one job on this machine: the source model, or one STL/NDHTL fine-tune.
+    #[command(subcommand)]
+    Train(train_cmd::TrainCommand),
+    /// Write a model as safetensors with PyTorch's names (features.N.*, classifier.*).
+    Export(train_cmd::ExportArgs),
+    /// Measure training and inference throughput, beside PyTorch when it is installed.
+    Bench(bench_cmd::BenchArgs),
+}
