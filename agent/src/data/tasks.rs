@@ -45,6 +45,10 @@ pub enum TaskError {
     },
     #[error("task `{task}`: unknown CIFAR-100 superclass `{superclass}`")]
     UnknownSuperclass { task: String, superclass: String },
+    #[error(
+        "task `{task}`: `super=` must start the list and stand alone, as in `cifar100:super=fish,flowers`"
+    )]
+    SuperclassAfterClasses { task: String },
     #[error("task `{task}`: superclasses only exist in CIFAR-100")]
     SuperclassOnCifar10 { task: String },
     #[error("task `{task}`: needs at least 2 classes, got {count}")]
@@ -226,6 +230,11 @@ impl FromStr for TaskSpec {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
             {
+                if item.starts_with("super=") {
+                    return Err(TaskError::SuperclassAfterClasses {
+                        task: text.to_string(),
+                    });
+                }
                 let by_index = item
                     .parse::<u8>()
                     .ok()
@@ -499,6 +508,10 @@ mod tests {
         assert!(matches!(
             "cifar10:super=fish".parse::<TaskSpec>(),
             Err(TaskError::SuperclassOnCifar10 { .. })
+        ));
+        assert!(matches!(
+            "cifar100:apple,super=fish".parse::<TaskSpec>(),
+            Err(TaskError::SuperclassAfterClasses { .. })
         ));
         assert!(matches!(
             "cifar100:super=dragons".parse::<TaskSpec>(),

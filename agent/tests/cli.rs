@@ -1,0 +1,279 @@
+//! The `ndhtl` binary end to end, as a newcomer runs it: generated data, a source model, STL and
+//! NDHTL fine-tunes of T1, JSON-lines metrics, resume by rerunning, export, and clear errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ndhtl(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ndhtl"))
+        .current_dir(dir)
+        .env("NDHTL_LOG", "warn")
+        .args(args)
+        .output()
+        .expect("running ndhtl")
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn synth_source_and_both_fine_tunes_of_t1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(ndhtl(
+        d,
+        &[
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--cifar10-train-per-class",
+            "40",
+            "--cifar100-train-per-class",
+            "12",
+            "--cifar100-test-per-class",
+            "8",
+        ],
+    ));
+    assert!(d.join("data/cifar-100-binary/train.bin").exists());
+
+    let source = ok(ndhtl(
+        d,
+        &[
+            "train",
+            "source",
+            "--data",
+            "data",
+            "--out",
+            "src.bpk",
+            "--epochs",
+            "3",
+            "--lr",
+            "0.02",
+            "--batch-size",
+            "32",
+        ],
+    ));
+    let events = lines(&source);
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "lifetime").count(),
+        3
+    );
+    assert_eq!(events.last().unwrap()["event"], "summary");
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("src.json")).unwrap()).unwrap();
+    assert_eq!(info["num_classes"], 10);
+
+    for method in ["stl", "ndhtl"] {
+        let args = [
+            "train",
+            "finetune",
+            "--data",
+            "data",
+            "--source",
+            "src.bpk",
+            "--task",
+            "T1",
+            "--method",
+            method,
+            "--lifetimes",
+            "2",
+            "--lr",
+            "1e-3",
+            "--run-dir",
+            method,
+        ];
+        let stdout = ok(ndhtl(d, &args));
+        let events = lines(&stdout);
+        let lifetimes: Vec<_> = events.iter().filter(|e| e["event"] == "lifetime").collect();
+        assert_eq!(lifetimes.len(), 2);
+        assert_eq!(
+            lifetimes[0]["steps"], 120,
+            "10 classes × 12 images at batch 1"
+        );
+        assert_eq!(
+            lifetimes[0]["backward_passes"],
+            if method == "stl" { 120 } else { 12 }
+        );
+        assert_eq!(lifetimes[1]["eta"].is_null(), method == "stl");
+        let summary = events.last().unwrap();
+        assert_eq!(summary["event"], "summary");
+        assert!(d.join(method).join("checkpoint/model.bpk").exists());
+        assert_eq!(
+            std::fs::read_to_string(d.join(method).join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .count(),
+            2
+        );
+
+        // Running the same command again resumes from the checkpoint: identical output, no training.
+        let again = lines(&ok(ndhtl(d, &args)));
+        let strip = |events: &[serde_json::Value]| -> Vec<(f64, f64)> {
+            events
+                .iter()
+                .filter(|e| e["event"] == "lifetime")
+                .map(|e| {
+                    (
+                        e["val_loss"].as_f64().unwrap(),
+                        e["val_top1"].as_f64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(strip(&again), strip(&events));
+    }
+
+    ok(ndhtl(
+        d,
+        &["export", "--model", "src.bpk", "--out", "src.safetensors"],
+    ));
+    // The exported PyTorch-named weights are a valid source, here for a custom superclass task.
+    let custom = lines(&ok(ndhtl(
+        d,
+        &[
+            "train",
+            "finetune",
+            "--data",
+            "data",
+            "--source",
+            "src.safetensors",
+            "--task",
+            "cifar100:super=fish,flowers",
+            "--method",
+            "stl",
+            "--lifetimes",
+            "1",
+            "--run-dir",
+            "custom",
+        ],
+    )));
+    assert_eq!(
+        custom[0]["steps"], 120,
+        "2 superclasses × 5 classes × 12 images"
+    );
+}
+
+#[test]
+fn bad_flags_and_bad_data_fail_cleanly_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "train", "finetune", "--data", "data", "--source", "x.bpk", "--k", "zero",
+            ],
+            "invalid value 'zero'",
+        ),
+        (
+            vec![
+                "train", "finetune", "--data", "nowhere", "--source", "x.bpk",
+            ],
+            "x.bpk",
+        ),
+        (
+            vec![
+                "train",
+                "source",
+                "--data",
+                "nowhere",
+                "--out",
+                "m.bpk",
+                "--batch-size",
+                "0",
+            ],
+            "batch_size",
+        ),
+        (
+            vec!["train", "source", "--data", "nowhere", "--out", "m.bpk"],
+            "nowhere",
+        ),
+        (
+            vec![
+                "train", "source", "--data", "nowhere", "--out", "m.bpk", "--device", "tpu",
+            ],
+            "unknown device",
+        ),
+        (
+            vec![
+                "train",
+                "finetune",
+                "--data",
+                "nowhere",
+                "--source",
+                "x.bpk",
+                "--task",
+                "cifar100:apple,super=fish",
+            ],
+            "`super=` must start the list",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = ndhtl(d, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected `{expected}` in: {stderr}"
+        );
+    }
+    // A data file that is not a whole number of records names the file.
+    ok(ndhtl(
+        d,
+        &[
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--cifar10-train-per-class",
+            "2",
+            "--cifar100-train-per-class",
+            "1",
+            "--cifar100-test-per-class",
+            "1",
+        ],
+    ));
+    let test_batch = d.join("data/cifar-10-batches-bin/test_batch.bin");
+    let mut bytes = std::fs::read(&test_batch).unwrap();
+    bytes.truncate(bytes.len() - 10);
+    std::fs::write(&test_batch, bytes).unwrap();
+    let output = ndhtl(
+        d,
+        &[
+            "train", "source", "--data", "data", "--out", "m.bpk", "--epochs", "1",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("test_batch.bin")
+            && stderr.contains("3073-byte"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_names_the_compiled_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = ok(ndhtl(dir.path(), &["--version"]));
+    assert!(
+        stdout.contains("backends:") && stdout.contains("flex"),
+        "{stdout}"
+    );
+}
