@@ -3,6 +3,8 @@
 //! - `train_b128`: one STL SGD step on a batch of 128 (source-training regime);
 //! - `train_b1_stl`: one STL step at batch 1 (the paper's fine-tuning regime);
 //! - `train_b1_ndhtl_k10`: NDHTL at batch 1, a plastic step every image, a backward every 10;
+//! - `loop_b1_stl`, `loop_b1_ndhtl_k10`: the real fine-tuning loop (pipeline, accumulators,
+//!   windows) at batch 1; against the bare steps this is ndhtl's own per-step overhead;
 //! - `infer_b1000`: inference on a batch of 1000;
 //! - `pipeline`: the input pipeline alone (augment + normalise), to show it never limits training.
 //!
@@ -207,32 +209,87 @@ pub fn bench_pipeline(plan: &BenchPlan) -> Measurement {
     measurement("pipeline_b1", 1, per_image)
 }
 
-/// Every model workload on `device`.
-pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan) -> Vec<Measurement> {
+/// The real fine-tuning loop (`train_lifetime`: prefetching pipeline, per-step accumulators,
+/// K-step windows) at batch 1 over `images` generated images; seconds per image. Compared with
+/// the bare steps above, this is ndhtl's own per-step overhead.
+fn bench_training_loop(
+    device: &ComputeDevice,
+    plan: &BenchPlan,
+    method: crate::train::Method,
+    images: usize,
+) -> f64 {
+    use crate::train::config::FinetuneConfig;
+    use crate::train::finetune::assemble_finetune_model;
+    use crate::train::lifetime::{CancelToken, NoObserver, TrainingState, train_lifetime};
+    let training = device.autodiff();
+    let images = plan.steps(images).max(20);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let data = Arc::new(TaskImages {
+        pixels: (0..images * IMAGE_BYTES).map(|_| rng.random()).collect(),
+        labels: (0..images).map(|i| (i % 10) as u8).collect(),
+        num_classes: 10,
+    });
+    let config = FinetuneConfig {
+        method,
+        ..FinetuneConfig::default()
+    };
+    let settings = config.loop_settings();
+    let model = assemble_finetune_model(
+        crate::model::AlexNetFeatures::new(0, &training),
+        &config,
+        10,
+        &training,
+    );
+    let optimizer = build_optimizer(&model, config.momentum, config.weight_decay);
+    let hebbian = model
+        .plastic
+        .as_ref()
+        .map(|_| HebbianState::zeros(1, 10, &training));
+    let mut slot = Some(TrainingState {
+        model,
+        optimizer,
+        hebbian,
+    });
+    let mut lifetime = 0;
+    time_steps(plan, 1, 1, |_| {
+        let state = slot.take().expect("state");
+        let (next, _) = train_lifetime(
+            state,
+            &settings,
+            lifetime,
+            config.lr,
+            &data,
+            &training,
+            &mut NoObserver,
+            &CancelToken::new(),
+        )
+        .expect("not cancelled");
+        slot = Some(next);
+        lifetime += 1;
+    }) / images as f64
+}
+
+/// The model workloads on `device`; `only` keeps the named ones (all when empty).
+pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -> Vec<Measurement> {
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut results = Vec::new();
-    tracing::info!(device = %device.label(), "bench: train batch 128");
-    results.push(measurement(
-        "train_b128",
-        128,
-        bench_stl_train(device, plan, 128, 8),
-    ));
-    tracing::info!(device = %device.label(), "bench: train batch 1 (STL)");
-    results.push(measurement(
-        "train_b1_stl",
-        1,
-        bench_stl_train(device, plan, 1, 200),
-    ));
-    tracing::info!(device = %device.label(), "bench: train batch 1 (NDHTL, K = 10)");
-    results.push(measurement(
-        "train_b1_ndhtl_k10",
-        1,
-        bench_ndhtl_train(device, plan, 10, 20),
-    ));
-    tracing::info!(device = %device.label(), "bench: inference batch 1000");
-    results.push(measurement(
-        "infer_b1000",
-        1000,
-        bench_inference(device, plan, 1000),
-    ));
+    let mut run = |name: &'static str, batch: usize, measure: &dyn Fn() -> f64| {
+        if wanted(name) {
+            tracing::info!(device = %device.label(), workload = name, "bench");
+            results.push(measurement(name, batch, measure()));
+        }
+    };
+    run("train_b128", 128, &|| bench_stl_train(device, plan, 128, 8));
+    run("train_b1_stl", 1, &|| bench_stl_train(device, plan, 1, 200));
+    run("train_b1_ndhtl_k10", 1, &|| {
+        bench_ndhtl_train(device, plan, 10, 20)
+    });
+    run("loop_b1_stl", 1, &|| {
+        bench_training_loop(device, plan, crate::train::Method::Stl, 200)
+    });
+    run("loop_b1_ndhtl_k10", 1, &|| {
+        bench_training_loop(device, plan, crate::train::Method::Ndhtl, 200)
+    });
+    run("infer_b1000", 1000, &|| bench_inference(device, plan, 1000));
     results
 }

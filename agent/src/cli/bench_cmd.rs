@@ -31,6 +31,9 @@ pub struct BenchArgs {
     /// A quarter of the steps and three repeats (for smoke checks; less precise).
     #[arg(long)]
     pub quick: bool,
+    /// Measure only these workloads (e.g. `train_b1_stl`; for profiling).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Also write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -106,7 +109,23 @@ fn tempfile_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{}-{name}", std::process::id()))
 }
 
+/// The 1-minute load average, where the OS reports one.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(load) = load_average().filter(|&load| load > 0.5) {
+        tracing::warn!(
+            load,
+            "the machine is not idle: other processes skew CPU timings (PyTorch's most of all); rerun on an idle machine"
+        );
+    }
     let plan = if args.quick {
         BenchPlan::QUICK
     } else {
@@ -131,7 +150,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut order: Vec<&'static str> = Vec::new();
     for backend in backends {
         let device = ComputeDevice::resolve(spec, Some(backend))?;
-        let measured: Vec<Measurement> = bench_device(&device, &plan);
+        let measured: Vec<Measurement> = bench_device(&device, &plan, &args.only);
         order = measured.iter().map(|m| m.workload).collect();
         results.insert(
             device.label(),

@@ -183,6 +183,168 @@ impl FinetuneConfig {
     }
 }
 
+/// What a job driver needs besides the model: how to train, how long, and at what rate.
+struct JobPlan<'a> {
+    settings: LoopSettings,
+    lifetimes: usize,
+    lr_at: &'a dyn Fn(usize) -> f64,
+    eval_batch_size: usize,
+    fingerprint: String,
+    momentum: f64,
+    weight_decay: f64,
+    /// Log label of a lifetime ("lifetime" or "epoch").
+    unit: &'static str,
+}
+
+/// Trains `fresh` (or the run's checkpoint of it) for `plan.lifetimes`, evaluating, logging and
+/// checkpointing after each. Shared by source training and fine-tuning.
+fn drive_lifetimes(
+    fresh: CifarAlexNet,
+    plan: &JobPlan<'_>,
+    data: &TaskData,
+    device: &ComputeDevice,
+    run_dir: Option<&Path>,
+    observer: &mut dyn TrainingObserver,
+    cancel: &CancelToken,
+) -> Result<(CifarAlexNet, RunOutcome), TrainError> {
+    let training_device = device.autodiff();
+    let num_classes = data.task.num_classes();
+    let hebbian_shape = fresh.plastic.as_ref().map(|_| {
+        [
+            plan.settings.hebbian_slots(),
+            crate::model::FEATURE_DIM,
+            num_classes,
+        ]
+    });
+    let make_optimizer =
+        |model: &CifarAlexNet| build_optimizer(model, plan.momentum, plan.weight_decay);
+    let resumed = match run_dir {
+        Some(dir) => load_checkpoint(
+            dir,
+            fresh.clone(),
+            &plan.fingerprint,
+            hebbian_shape,
+            &training_device,
+            make_optimizer,
+        )?,
+        None => None,
+    };
+    let (mut state, mut history) = match resumed {
+        Some(loaded) => {
+            tracing::info!(
+                completed = loaded.progress.completed_lifetimes,
+                "resuming from checkpoint"
+            );
+            let state = TrainingState {
+                model: loaded.model,
+                optimizer: loaded.optimizer,
+                hebbian: loaded.hebbian,
+            };
+            (state, loaded.progress.history)
+        }
+        None => {
+            let optimizer = make_optimizer(&fresh);
+            let hebbian = hebbian_shape
+                .map(|[slots, _, classes]| HebbianState::zeros(slots, classes, &training_device));
+            let state = TrainingState {
+                model: fresh,
+                optimizer,
+                hebbian,
+            };
+            (state, Vec::new())
+        }
+    };
+    let resumed_lifetimes = history.len();
+    observer.on_resume(&history);
+    if let Some(dir) = run_dir {
+        fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+
+    for lifetime_index in resumed_lifetimes..plan.lifetimes {
+        let lifetime = lifetime_index + 1;
+        let lr = (plan.lr_at)(lifetime_index);
+        let (next, totals) = train_lifetime(
+            state,
+            &plan.settings,
+            lifetime_index,
+            lr,
+            &data.train,
+            &training_device,
+            observer,
+            cancel,
+        )?;
+        state = next;
+        check_finite(lifetime, "training loss", totals.loss)?;
+        let (inference, hebb_eval) = inference_view(&state.model, state.hebbian.as_ref());
+        let eval = evaluate(
+            &inference,
+            hebb_eval.clone(),
+            &data.test,
+            plan.eval_batch_size,
+            &device.device,
+        );
+        check_finite(lifetime, "validation loss", eval.loss)?;
+        let plastic = inference.plastic.as_ref();
+        let scalar = |t: Tensor<1>| t.into_scalar::<f32>() as f64;
+        let metrics = LifetimeMetrics {
+            lifetime,
+            val_loss: eval.loss,
+            val_top1: eval.top1,
+            val_top5: eval.top5,
+            train_loss: totals.loss,
+            train_top1: totals.top1,
+            steps: totals.steps,
+            backward_passes: totals.backward_passes,
+            lr,
+            eta: plastic.map(|p| scalar(p.eta.val())),
+            alpha_abs_mean: plastic.map(|p| scalar(p.alpha.val().abs().mean())),
+            hebb_abs_mean: hebb_eval.map(|h| scalar(h.abs().mean())),
+            modulator_mean: totals.modulator_mean,
+            train_seconds: totals.seconds,
+            train_images_per_second: totals.images as f64 / totals.seconds.max(1e-9),
+        };
+        tracing::info!(
+            unit = plan.unit,
+            lifetime,
+            lr,
+            val_top1 = format_args!("{:.2}", metrics.val_top1),
+            val_top5 = format_args!("{:.2}", metrics.val_top5),
+            val_loss = format_args!("{:.4}", metrics.val_loss),
+            train_loss = format_args!("{:.4}", metrics.train_loss),
+            images_per_second = format_args!("{:.1}", metrics.train_images_per_second),
+            "{} done",
+            plan.unit
+        );
+        history.push(metrics.clone());
+        if let Some(dir) = run_dir {
+            let progress = Progress {
+                fingerprint: plan.fingerprint.clone(),
+                completed_lifetimes: lifetime,
+                history: history.clone(),
+            };
+            save_checkpoint(
+                dir,
+                &state.model,
+                &state.optimizer,
+                state.hebbian.as_ref(),
+                &progress,
+            )?;
+            write_metrics_file(dir, &history)?;
+        }
+        observer.on_lifetime(&metrics);
+    }
+    let summary = RunSummary::from_history(&history).expect("at least one lifetime");
+    let outcome = RunOutcome {
+        history,
+        summary,
+        resumed_lifetimes,
+    };
+    Ok((state.model, outcome))
+}
+
 /// Fine-tunes `data.task` from `source_features` (loaded on any device; moved as needed).
 ///
 /// With `run_dir`, a checkpoint is written after every lifetime and an existing checkpoint of
@@ -199,145 +361,21 @@ pub fn run_finetune(
 ) -> Result<RunOutcome, TrainError> {
     config.validate()?;
     let training_device = device.autodiff();
-    let settings = config.loop_settings();
-    let num_classes = data.task.num_classes();
-    let fingerprint = config_fingerprint(&(config, source_id, &data.task.classes));
     let features = source_features.to_device(&training_device);
-    let fresh = assemble_finetune_model(features, config, num_classes, &training_device);
-    let hebbian_shape = fresh.plastic.as_ref().map(|_| {
-        [
-            settings.hebbian_slots(),
-            crate::model::FEATURE_DIM,
-            num_classes,
-        ]
-    });
-    let make_optimizer =
-        |model: &CifarAlexNet| build_optimizer(model, config.momentum, config.weight_decay);
-
-    let resumed = match run_dir {
-        Some(dir) => load_checkpoint(
-            dir,
-            fresh.clone(),
-            &fingerprint,
-            hebbian_shape,
-            &training_device,
-            make_optimizer,
-        )?,
-        None => None,
+    let fresh =
+        assemble_finetune_model(features, config, data.task.num_classes(), &training_device);
+    let plan = JobPlan {
+        settings: config.loop_settings(),
+        lifetimes: config.lifetimes,
+        lr_at: &|_| config.lr,
+        eval_batch_size: config.eval_batch_size,
+        fingerprint: config_fingerprint(&(config, source_id, &data.task.classes)),
+        momentum: config.momentum,
+        weight_decay: config.weight_decay,
+        unit: "lifetime",
     };
-    let (mut state, mut history) = match resumed {
-        Some(loaded) => {
-            tracing::info!(
-                completed = loaded.progress.completed_lifetimes,
-                "resuming from checkpoint"
-            );
-            (
-                TrainingState {
-                    model: loaded.model,
-                    optimizer: loaded.optimizer,
-                    hebbian: loaded.hebbian,
-                },
-                loaded.progress.history,
-            )
-        }
-        None => {
-            let optimizer = make_optimizer(&fresh);
-            let hebbian = hebbian_shape
-                .map(|[slots, _, classes]| HebbianState::zeros(slots, classes, &training_device));
-            (
-                TrainingState {
-                    model: fresh,
-                    optimizer,
-                    hebbian,
-                },
-                Vec::new(),
-            )
-        }
-    };
-    let resumed_lifetimes = history.len();
-    observer.on_resume(&history);
-    if let Some(dir) = run_dir {
-        fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-
-    for lifetime_index in resumed_lifetimes..config.lifetimes {
-        let lifetime = lifetime_index + 1;
-        let (next, totals) = train_lifetime(
-            state,
-            &settings,
-            lifetime_index,
-            config.lr,
-            &data.train,
-            &training_device,
-            observer,
-            cancel,
-        )?;
-        state = next;
-        check_finite(lifetime, "training loss", totals.loss)?;
-        let (inference, hebb_eval) = inference_view(&state.model, state.hebbian.as_ref());
-        let eval = evaluate(
-            &inference,
-            hebb_eval.clone(),
-            &data.test,
-            config.eval_batch_size,
-            &device.device,
-        );
-        check_finite(lifetime, "validation loss", eval.loss)?;
-        let plastic = inference.plastic.as_ref();
-        let scalar = |t: Tensor<1>| t.into_scalar::<f32>() as f64;
-        let metrics = LifetimeMetrics {
-            lifetime,
-            val_loss: eval.loss,
-            val_top1: eval.top1,
-            val_top5: eval.top5,
-            train_loss: totals.loss,
-            train_top1: totals.top1,
-            steps: totals.steps,
-            backward_passes: totals.backward_passes,
-            lr: config.lr,
-            eta: plastic.map(|p| scalar(p.eta.val())),
-            alpha_abs_mean: plastic.map(|p| scalar(p.alpha.val().abs().mean())),
-            hebb_abs_mean: hebb_eval.map(|h| scalar(h.abs().mean())),
-            modulator_mean: totals.modulator_mean,
-            train_seconds: totals.seconds,
-            train_images_per_second: totals.images as f64 / totals.seconds.max(1e-9),
-        };
-        tracing::info!(
-            lifetime,
-            val_top1 = format_args!("{:.2}", metrics.val_top1),
-            val_top5 = format_args!("{:.2}", metrics.val_top5),
-            val_loss = format_args!("{:.4}", metrics.val_loss),
-            train_loss = format_args!("{:.4}", metrics.train_loss),
-            images_per_second = format_args!("{:.1}", metrics.train_images_per_second),
-            "lifetime done"
-        );
-        history.push(metrics.clone());
-        if let Some(dir) = run_dir {
-            let progress = Progress {
-                fingerprint: fingerprint.clone(),
-                completed_lifetimes: lifetime,
-                history: history.clone(),
-            };
-            save_checkpoint(
-                dir,
-                &state.model,
-                &state.optimizer,
-                state.hebbian.as_ref(),
-                &progress,
-            )?;
-            write_metrics_file(dir, &history)?;
-        }
-        observer.on_lifetime(&metrics);
-    }
-    let summary = RunSummary::from_history(&history).expect("at least one lifetime");
-    Ok(RunOutcome {
-        history,
-        summary,
-        resumed_lifetimes,
-    })
+    let (_, outcome) = drive_lifetimes(fresh, &plan, data, device, run_dir, observer, cancel)?;
+    Ok(outcome)
 }
 
 /// A trained source model.
@@ -378,118 +416,21 @@ pub fn run_source(
     cancel: &CancelToken,
 ) -> Result<SourceOutcome, TrainError> {
     config.validate()?;
-    let training_device = device.autodiff();
-    let settings = config.loop_settings();
-    let fingerprint = config_fingerprint(&(config, &data.task.classes));
-    let fresh = CifarAlexNet::new(data.task.num_classes(), config.seed, &training_device);
-    let make_optimizer =
-        |model: &CifarAlexNet| build_optimizer(model, config.momentum, config.weight_decay);
-    let resumed = match run_dir {
-        Some(dir) => load_checkpoint(
-            dir,
-            fresh.clone(),
-            &fingerprint,
-            None,
-            &training_device,
-            make_optimizer,
-        )?,
-        None => None,
+    let fresh = CifarAlexNet::new(data.task.num_classes(), config.seed, &device.autodiff());
+    let plan = JobPlan {
+        settings: config.loop_settings(),
+        lifetimes: config.epochs,
+        lr_at: &|epoch| config.lr_at_epoch(epoch),
+        eval_batch_size: config.eval_batch_size,
+        fingerprint: config_fingerprint(&(config, &data.task.classes)),
+        momentum: config.momentum,
+        weight_decay: config.weight_decay,
+        unit: "epoch",
     };
-    let (mut state, mut history) = match resumed {
-        Some(loaded) => (
-            TrainingState {
-                model: loaded.model,
-                optimizer: loaded.optimizer,
-                hebbian: None,
-            },
-            loaded.progress.history,
-        ),
-        None => {
-            let optimizer = make_optimizer(&fresh);
-            (
-                TrainingState {
-                    model: fresh,
-                    optimizer,
-                    hebbian: None,
-                },
-                Vec::new(),
-            )
-        }
-    };
-    let resumed_lifetimes = history.len();
-    observer.on_resume(&history);
-    for epoch_index in resumed_lifetimes..config.epochs {
-        let epoch = epoch_index + 1;
-        let lr = config.lr_at_epoch(epoch_index);
-        let (next, totals) = train_lifetime(
-            state,
-            &settings,
-            epoch_index,
-            lr,
-            &data.train,
-            &training_device,
-            observer,
-            cancel,
-        )?;
-        state = next;
-        check_finite(epoch, "training loss", totals.loss)?;
-        let (inference, _) = inference_view(&state.model, None);
-        let eval = evaluate(
-            &inference,
-            None,
-            &data.test,
-            config.eval_batch_size,
-            &device.device,
-        );
-        let metrics = LifetimeMetrics {
-            lifetime: epoch,
-            val_loss: eval.loss,
-            val_top1: eval.top1,
-            val_top5: eval.top5,
-            train_loss: totals.loss,
-            train_top1: totals.top1,
-            steps: totals.steps,
-            backward_passes: totals.backward_passes,
-            lr,
-            eta: None,
-            alpha_abs_mean: None,
-            hebb_abs_mean: None,
-            modulator_mean: None,
-            train_seconds: totals.seconds,
-            train_images_per_second: totals.images as f64 / totals.seconds.max(1e-9),
-        };
-        tracing::info!(
-            epoch,
-            lr,
-            val_top1 = format_args!("{:.2}", metrics.val_top1),
-            train_loss = format_args!("{:.4}", metrics.train_loss),
-            images_per_second = format_args!("{:.1}", metrics.train_images_per_second),
-            "source epoch done"
-        );
-        history.push(metrics.clone());
-        if let Some(dir) = run_dir {
-            fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-            let progress = Progress {
-                fingerprint: fingerprint.clone(),
-                completed_lifetimes: epoch,
-                history: history.clone(),
-            };
-            save_checkpoint(dir, &state.model, &state.optimizer, None, &progress)?;
-            write_metrics_file(dir, &history)?;
-        }
-        observer.on_lifetime(&metrics);
-    }
-    let summary = RunSummary::from_history(&history).expect("at least one epoch");
+    let (model, run) = drive_lifetimes(fresh, &plan, data, device, run_dir, observer, cancel)?;
     Ok(SourceOutcome {
-        model: state.model,
-        run: RunOutcome {
-            history,
-            summary,
-            resumed_lifetimes,
-        },
-        fingerprint,
+        model,
+        run,
+        fingerprint: plan.fingerprint,
     })
 }

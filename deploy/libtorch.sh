@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# libtorch for ndhtl's `tch` backend: the one inside PyPI's torch wheel, at the version that
+# burn-tch's tch crate expects (tch 0.22 → torch 2.9.0). The wheel is the CUDA 12.8 build, so
+# one install serves CPU and GPU machines. It is about 6.8 GB with its nvidia packages.
+#
+#   eval "$(deploy/libtorch.sh)"          # creates or reuses the venv, exports the variables
+#   cargo build --release --features tch  # then build the tch agent
+#
+# A second run reuses the venv. The venv lives in $NDHTL_TORCH_VENV (default
+# ~/.cache/ndhtl/torch-2.9.0). Progress goes to stderr; stdout is only `export` lines.
+set -euo pipefail
+TORCH_VERSION="2.9.0"
+venv="${NDHTL_TORCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ndhtl/torch-$TORCH_VERSION}"
+python="${PYTHON:-python3}"
+
+has_torch() {
+  [[ -x "$venv/bin/python" ]] &&
+    "$venv/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' else 1)" 2>/dev/null
+}
+
+if ! has_torch; then
+  echo "installing torch==$TORCH_VERSION into $venv (about 4 GB to download)" >&2
+  "$python" -m venv "$venv" >&2
+  "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
+  "$venv/bin/python" -m pip install --quiet "torch==$TORCH_VERSION" numpy >&2
+fi
+
+site="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+echo "torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)') at $site" >&2
+# LIBTORCH: torch-sys links against the wheel directly (no python needed at build time).
+echo "export LIBTORCH='$site'"
+# At run time the libtorch shared objects (libtorch_cuda.so included) must be found.
+echo "export LD_LIBRARY_PATH='$site/lib'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+# `ndhtl bench` runs its PyTorch reference with this interpreter.
+echo "export NDHTL_BENCH_PYTHON='$venv/bin/python'"
