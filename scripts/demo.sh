@@ -20,7 +20,7 @@ ndhtl="$target/release/ndhtl"
 "$ndhtl" --version
 
 if (( quick )); then
-  c10=60; c100=30; c100_test=10; source_epochs=3; lifetimes=2; real_per_class=100; real_epochs=1
+  c10=60; c100=30; c100_test=10; source_epochs=3; lifetimes=2; real_per_class=400; real_epochs=2
 else
   c10=300; c100=100; c100_test=30; source_epochs=8; lifetimes=5; real_per_class=400; real_epochs=3
 fi
