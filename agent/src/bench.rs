@@ -233,7 +233,7 @@ fn bench_training_loop(
         method,
         ..FinetuneConfig::default()
     };
-    let settings = config.loop_settings();
+    let settings = crate::train::finetune::finetune_loop_settings(&config);
     let model = assemble_finetune_model(
         crate::model::AlexNetFeatures::new(0, &training),
         &config,

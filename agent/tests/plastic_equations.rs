@@ -23,7 +23,7 @@ fn device() -> Device {
 fn host(tensor: Tensor<2>) -> Vec<f64> {
     tensor
         .into_data()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .unwrap()
         .into_iter()
         .map(f64::from)
@@ -33,7 +33,7 @@ fn host(tensor: Tensor<2>) -> Vec<f64> {
 fn host3(tensor: Tensor<3>) -> Vec<f64> {
     tensor
         .into_data()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .unwrap()
         .into_iter()
         .map(f64::from)
@@ -43,7 +43,7 @@ fn host3(tensor: Tensor<3>) -> Vec<f64> {
 fn host1(tensor: Tensor<1>) -> Vec<f64> {
     tensor
         .into_data()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .unwrap()
         .into_iter()
         .map(f64::from)
@@ -489,7 +489,7 @@ fn perturbed<const N: usize>(
     let value = param.val();
     let shape: [usize; N] = value.dims();
     let device = value.device();
-    let mut data = value.into_data().into_vec::<f32>().unwrap();
+    let mut data = value.into_data().try_into_vec::<f32>().unwrap();
     data[index] += delta;
     Param::initialized(
         param.id,

@@ -19,7 +19,13 @@ fn a_pytorch_state_dict_gives_pytorchs_features() {
     let features = load_source_features(&fixture("alexnet_pattern.pt"), 0, &device).unwrap();
 
     // The formula the fixture's weights follow, checked on conv1 (PyTorch `features.0.weight`).
-    let conv1: Vec<f32> = features.conv1.weight.val().into_data().into_vec().unwrap();
+    let conv1: Vec<f32> = features
+        .conv1
+        .weight
+        .val()
+        .into_data()
+        .try_into_vec()
+        .unwrap();
     let fan_in = (3 * 11 * 11) as f32;
     for (i, value) in conv1.iter().enumerate().take(50) {
         let expected = (((i * 7) % 23) as f32 - 11.0) / (11.0 * fan_in.sqrt());
@@ -41,7 +47,7 @@ fn a_pytorch_state_dict_gives_pytorchs_features() {
         .map(|i| ((i % 17) as f32 - 8.0) / 4.0)
         .collect();
     let image = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, 32, 32]), &device);
-    let ours: Vec<f32> = features.forward(image).into_data().into_vec().unwrap();
+    let ours: Vec<f32> = features.forward(image).into_data().try_into_vec().unwrap();
     assert_eq!(ours.len(), 256);
     for (i, (a, e)) in ours.iter().zip(&expected).enumerate() {
         assert!(

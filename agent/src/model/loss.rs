@@ -2,17 +2,8 @@
 
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Int, Tensor};
-use serde::{Deserialize, Serialize};
 
-/// Training loss (spec D-12).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum LossKind {
-    /// Cross-entropy on the logits (the paper's experimental setup; the default).
-    Ce,
-    /// Mean element-wise BCE of softmax(Z) against the one-hot target (Eq. 5 with N = C).
-    Bce,
-}
+pub use ndhtl_core::plastic::LossKind;
 
 /// Per-sample cross-entropy, `B`.
 pub fn cross_entropy_per_sample(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {

@@ -19,62 +19,11 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{softmax, tanh};
 use burn::tensor::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 use super::alexnet::{CifarAlexNet, FEATURE_DIM};
 use super::init::{InitStream, default_bound, init_rng, uniform_param};
 
-/// Which plasticity rule updates H (spec D-1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum PlasticityRule {
-    /// Retroactive neuromodulation with an eligibility trace, Eqs. (3)–(4). The default.
-    Retroactive,
-    /// Backpropamine simple neuromodulation: H ← clamp(H + M ⊙ Q). No eligibility trace.
-    Simple,
-}
-
-/// Post-synaptic activity x_j of the plastic layer (spec D-8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum PostActivity {
-    Softmax,
-    Tanh,
-}
-
-/// Whether one trace is shared by the batch or each batch slot has its own (spec D-6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum TraceMode {
-    /// One D×C trace per task, updated with batch means. Equals the paper at B = 1.
-    Shared,
-    /// One trace per batch slot (Miconi's batched convention); evaluation uses their mean.
-    PerSample,
-}
-
-/// The non-learned settings of the plastic layer.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct PlasticConfig {
-    pub rule: PlasticityRule,
-    /// One modulation value per output class (M ∈ ℝ^C) instead of a scalar.
-    pub fanout: bool,
-    pub post: PostActivity,
-    pub trace: TraceMode,
-    /// κ: H is clamped to [−κ, κ].
-    pub clip: f32,
-}
-
-impl Default for PlasticConfig {
-    fn default() -> Self {
-        PlasticConfig {
-            rule: PlasticityRule::Retroactive,
-            fanout: false,
-            post: PostActivity::Softmax,
-            trace: TraceMode::Shared,
-            clip: 0.5,
-        }
-    }
-}
+pub use ndhtl_core::plastic::{PlasticConfig, PlasticityRule, PostActivity, TraceMode};
 
 /// Learned parameters the plastic layer adds to the classifier's W and b.
 #[derive(Module, Debug)]

@@ -163,23 +163,22 @@ pub fn assemble_finetune_model(
     }
 }
 
-impl FinetuneConfig {
-    pub fn loop_settings(&self) -> LoopSettings {
-        LoopSettings {
-            batch_size: self.batch_size,
-            window: self.window(),
-            loss: self.loss,
-            loss_steps: self.loss_steps,
-            k_reduce: self.k_reduce,
-            reset: self.reset,
-            plastic: (self.method == Method::Ndhtl).then_some(self.plastic),
-            augmentation: if self.augment {
-                Augmentation::STANDARD
-            } else {
-                Augmentation::NONE
-            },
-            data_seed: stream_seed(self.seed, 0xDA7A),
-        }
+/// How the lifetime loop runs a fine-tune.
+pub fn finetune_loop_settings(config: &FinetuneConfig) -> LoopSettings {
+    LoopSettings {
+        batch_size: config.batch_size,
+        window: config.window(),
+        loss: config.loss,
+        loss_steps: config.loss_steps,
+        k_reduce: config.k_reduce,
+        reset: config.reset,
+        plastic: (config.method == Method::Ndhtl).then_some(config.plastic),
+        augmentation: if config.augment {
+            Augmentation::STANDARD
+        } else {
+            Augmentation::NONE
+        },
+        data_seed: stream_seed(config.seed, 0xDA7A),
     }
 }
 
@@ -365,7 +364,7 @@ pub fn run_finetune(
     let fresh =
         assemble_finetune_model(features, config, data.task.num_classes(), &training_device);
     let plan = JobPlan {
-        settings: config.loop_settings(),
+        settings: finetune_loop_settings(config),
         lifetimes: config.lifetimes,
         lr_at: &|_| config.lr,
         eval_batch_size: config.eval_batch_size,
@@ -385,23 +384,22 @@ pub struct SourceOutcome {
     pub fingerprint: String,
 }
 
-impl SourceConfig {
-    pub fn loop_settings(&self) -> LoopSettings {
-        LoopSettings {
-            batch_size: self.batch_size,
-            window: 1,
-            loss: crate::model::LossKind::Ce,
-            loss_steps: super::config::LossSteps::All,
-            k_reduce: super::config::KReduce::Sum,
-            reset: super::config::ResetPolicy::Task,
-            plastic: None,
-            augmentation: if self.augment {
-                Augmentation::STANDARD
-            } else {
-                Augmentation::NONE
-            },
-            data_seed: stream_seed(self.seed, 0x50_0C3),
-        }
+/// How the lifetime loop runs source training.
+pub fn source_loop_settings(config: &SourceConfig) -> LoopSettings {
+    LoopSettings {
+        batch_size: config.batch_size,
+        window: 1,
+        loss: crate::model::LossKind::Ce,
+        loss_steps: super::config::LossSteps::All,
+        k_reduce: super::config::KReduce::Sum,
+        reset: super::config::ResetPolicy::Task,
+        plastic: None,
+        augmentation: if config.augment {
+            Augmentation::STANDARD
+        } else {
+            Augmentation::NONE
+        },
+        data_seed: stream_seed(config.seed, 0x50_0C3),
     }
 }
 
@@ -418,7 +416,7 @@ pub fn run_source(
     config.validate()?;
     let fresh = CifarAlexNet::new(data.task.num_classes(), config.seed, &device.autodiff());
     let plan = JobPlan {
-        settings: config.loop_settings(),
+        settings: source_loop_settings(config),
         lifetimes: config.epochs,
         lr_at: &|epoch| config.lr_at_epoch(epoch),
         eval_batch_size: config.eval_batch_size,
