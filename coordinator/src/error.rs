@@ -1,0 +1,63 @@
+//! The coordinator's one error enum. Each variant maps to one gRPC status code in the service
+//! layer, so a client can tell a refused stale report from an unknown agent from bad input.
+
+use crate::domain::{AgentId, JobId, SweepId};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoordinatorError {
+    /// → `NOT_FOUND`; the agent should register (again).
+    #[error("unknown agent `{0}`: register first")]
+    UnknownAgent(AgentId),
+    /// → `NOT_FOUND`.
+    #[error("unknown job `{0}`")]
+    UnknownJob(JobId),
+    /// → `NOT_FOUND`.
+    #[error("unknown sweep `{0}`")]
+    UnknownSweep(SweepId),
+    /// → `FAILED_PRECONDITION`: a report from an attempt that no longer holds the lease. It is
+    /// refused, never merged; the agent must stop that attempt.
+    #[error("job `{job}` attempt {attempt} does not hold a lease of agent `{agent}` ({current})")]
+    StaleAttempt {
+        job: JobId,
+        attempt: u32,
+        agent: AgentId,
+        current: String,
+    },
+    /// → `INVALID_ARGUMENT`.
+    #[error("agent `{agent}` has no slot {slot}: it registered {slots}")]
+    NoSuchSlot {
+        agent: AgentId,
+        slot: u32,
+        slots: u32,
+    },
+    /// → `FAILED_PRECONDITION`.
+    #[error("slot {slot} of agent `{agent}` already runs job `{job}`")]
+    SlotBusy {
+        agent: AgentId,
+        slot: u32,
+        job: JobId,
+    },
+    /// → `FAILED_PRECONDITION`.
+    #[error(
+        "agent version {agent_version} cannot work with coordinator version {coordinator_version} (major.minor must match)"
+    )]
+    VersionMismatch {
+        agent_version: String,
+        coordinator_version: String,
+    },
+    /// → `INVALID_ARGUMENT`.
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument { what: &'static str, reason: String },
+    /// → `ALREADY_EXISTS`.
+    #[error("sweep `{0}` already exists")]
+    DuplicateSweep(SweepId),
+}
+
+impl CoordinatorError {
+    /// Whether the same call can succeed later without the caller changing anything.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CoordinatorError::SlotBusy { .. })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, CoordinatorError>;

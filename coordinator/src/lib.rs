@@ -1,0 +1,13 @@
+//! ndhtl's coordinator: it owns sweeps and jobs, leases jobs to agents, and keeps results.
+//! It builds without Burn.
+//!
+//! - [`domain`]: jobs, sweeps, agents, leases;
+//! - [`state`]: the pure state machine (no I/O, virtual clock) that every event goes through;
+//! - [`error`]: the service's one error enum.
+
+pub mod domain;
+pub mod error;
+pub mod state;
+
+/// The coordinator's version; agents must match its major.minor.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
