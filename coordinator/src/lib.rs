@@ -3,11 +3,13 @@
 //!
 //! - [`domain`]: jobs, sweeps, agents, leases;
 //! - [`state`]: the pure state machine (no I/O, virtual clock) that every event goes through;
+//! - [`store`]: the SQLite state database and the artifact folder;
 //! - [`error`]: the service's one error enum.
 
 pub mod domain;
 pub mod error;
 pub mod state;
+pub mod store;
 
 /// The coordinator's version; agents must match its major.minor.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
