@@ -4,10 +4,12 @@
 //! - [`domain`]: jobs, sweeps, agents, leases;
 //! - [`state`]: the pure state machine (no I/O, virtual clock) that every event goes through;
 //! - [`store`]: the SQLite state database and the artifact folder;
+//! - [`service`]: the event loop, the gRPC API and the server;
 //! - [`error`]: the service's one error enum.
 
 pub mod domain;
 pub mod error;
+pub mod service;
 pub mod state;
 pub mod store;
 

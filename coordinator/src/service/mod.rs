@@ -1,0 +1,10 @@
+//! The coordinator as a service: the event loop, the gRPC API, and the server.
+
+pub mod agent_api;
+pub mod clock;
+pub mod convert;
+pub mod event_loop;
+pub mod server;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use event_loop::{CoordinatorHandle, ServiceError, spawn_event_loop};
