@@ -9,4 +9,5 @@ pub mod bench;
 pub mod data;
 pub mod device;
 pub mod model;
+pub mod runtime;
 pub mod train;

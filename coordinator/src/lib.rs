@@ -9,6 +9,7 @@
 
 pub mod domain;
 pub mod error;
+pub mod jobs;
 pub mod service;
 pub mod state;
 pub mod store;
