@@ -42,5 +42,7 @@ fn run(command: Command) -> Result<()> {
         Command::Train(command) => cli::train_cmd::run(command),
         Command::Export(args) => cli::train_cmd::export(args),
         Command::Bench(args) => cli::bench_cmd::run(args),
+        Command::Coordinator(args) => cli::cluster_cmd::coordinator(args),
+        Command::Agent(args) => cli::cluster_cmd::agent(args),
     }
 }

@@ -1,6 +1,7 @@
 //! The `ndhtl` command line.
 
 pub mod bench_cmd;
+pub mod cluster_cmd;
 pub mod data_cmd;
 pub mod progress;
 pub mod train_cmd;
@@ -65,4 +66,8 @@ pub enum Command {
     Export(train_cmd::ExportArgs),
     /// Measure training and inference throughput, beside PyTorch when it is installed.
     Bench(bench_cmd::BenchArgs),
+    /// Run the coordinator: sweeps, jobs, leases and results over gRPC, state in SQLite.
+    Coordinator(ndhtl_coordinator::service::cli::CoordinatorArgs),
+    /// Run an agent: lease jobs from the coordinator and train them on this machine.
+    Agent(cluster_cmd::AgentArgs),
 }

@@ -1,9 +1,11 @@
 //! The coordinator as a service: the event loop, the gRPC API, and the server.
 
 pub mod agent_api;
+pub mod cli;
 pub mod clock;
 pub mod convert;
 pub mod event_loop;
+pub mod run;
 pub mod server;
 
 pub use clock::{Clock, ManualClock, SystemClock};

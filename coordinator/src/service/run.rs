@@ -1,0 +1,81 @@
+//! Running a coordinator process: open the state, start the event loop and the gRPC server,
+//! stop gracefully on SIGTERM or Ctrl-C. Used by `ndhtl coordinator` and `ndhtl-coordinator`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::clock::SystemClock;
+use super::event_loop::spawn_event_loop;
+use super::server::serve;
+use crate::state::Timing;
+use crate::store::{ArtifactError, ArtifactStore, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorOptions {
+    pub listen: SocketAddr,
+    /// The SQLite database and the artifact folder live here.
+    pub state_dir: PathBuf,
+    pub timing: Timing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the gRPC server failed: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Serves until `shutdown` resolves. Every answered call is already persisted, so a SIGKILL
+/// loses nothing either; a graceful stop only finishes the calls in flight.
+pub async fn run_coordinator(
+    options: CoordinatorOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let store = Store::open(&options.state_dir)?;
+    let artifacts = ArtifactStore::open(&options.state_dir.join("artifacts"))?;
+    let snapshot_jobs = store.load()?.jobs.len();
+    let (handle, event_loop) = spawn_event_loop(store, options.timing, SystemClock)?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            address: options.listen,
+            source,
+        })?;
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        state_dir = %options.state_dir.display(),
+        jobs = snapshot_jobs,
+        version = crate::VERSION,
+        "coordinator serving"
+    );
+    serve(listener, handle.clone(), artifacts, shutdown).await?;
+    tracing::info!("coordinator stopping");
+    handle.stop();
+    let _ = tokio::task::spawn_blocking(move || event_loop.join()).await;
+    Ok(())
+}
