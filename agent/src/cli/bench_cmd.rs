@@ -68,10 +68,8 @@ fn run_pytorch(
     std::fs::File::create(&script)
         .and_then(|mut f| f.write_all(PYTORCH_REFERENCE.as_bytes()))
         .with_context(|| format!("writing {}", script.display()))?;
-    let device = match args.device.as_str() {
-        "cpu" => "cpu".to_string(),
-        other => other.replace("cuda:", "cuda:"),
-    };
+    // The reference takes the same device strings (`cpu`, `cuda:N`).
+    let device = args.device.clone();
     tracing::info!(python = %args.python, "bench: PyTorch reference");
     let output = Command::new(&args.python)
         .arg(&script)

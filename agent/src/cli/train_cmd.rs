@@ -27,7 +27,7 @@ pub enum TrainCommand {
     /// Train the source model W^S from scratch on CIFAR-10 (Algorithm 1's input): SGD lr 0.1,
     /// momentum 0.9, weight decay 5e-4, batch 128, 164 epochs, lr ×0.1 at 50 % and 75 %, random
     /// crop and flip.
-    Source(SourceArgs),
+    Source(Box<SourceArgs>),
     /// Fine-tune a source model on one target task, by STL or NDHTL.
     Finetune(Box<FinetuneArgs>),
 }
@@ -227,7 +227,7 @@ pub struct ExportArgs {
 
 pub fn run(command: TrainCommand) -> Result<()> {
     match command {
-        TrainCommand::Source(args) => source(args),
+        TrainCommand::Source(args) => source(*args),
         TrainCommand::Finetune(args) => finetune(*args),
     }
 }

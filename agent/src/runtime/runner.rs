@@ -125,7 +125,7 @@ impl NdhtlRunner {
             config.seed,
             &device.device,
         )
-        .map_err(|e| fatal(e))?;
+        .map_err(fatal)?;
         let task: TaskSpec = config.task.parse().map_err(fatal)?;
         let data = TaskData::load(&self.data_dir, &task, config.train_per_class)?;
         let outcome = run_finetune(

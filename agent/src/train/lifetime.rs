@@ -130,6 +130,7 @@ pub struct TrainingState {
 }
 
 /// Trains one lifetime (0-based `lifetime_index`) at learning rate `lr`.
+#[allow(clippy::too_many_arguments)] // each input is distinct; a struct would only rename them
 pub fn train_lifetime(
     state: TrainingState,
     settings: &LoopSettings,

@@ -29,6 +29,7 @@ pub enum ServiceError {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
+type Inspector = Box<dyn FnOnce(&ClusterState, &Store) + Send>;
 
 enum Command {
     Register {
@@ -92,7 +93,7 @@ enum Command {
         reply: Reply<()>,
     },
     Inspect {
-        inspect: Box<dyn FnOnce(&ClusterState, &Store) + Send>,
+        inspect: Inspector,
     },
     Stop,
 }

@@ -27,6 +27,9 @@ use crate::domain::{
 use crate::error::{CoordinatorError, Result};
 use queue::{Candidate, SweepQueues};
 
+/// (job, attempt) pairs, as agents report what they run.
+pub type Attempts = Vec<(JobId, u32)>;
+
 /// Lease and retry timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -354,7 +357,7 @@ impl ClusterState {
         previous: Option<AgentId>,
         running: &[(JobId, u32)],
         now_ms: u64,
-    ) -> Result<(AgentId, Vec<(JobId, u32)>, Vec<Change>)> {
+    ) -> Result<(AgentId, Attempts, Vec<Change>)> {
         if major_minor(&capabilities.version) != major_minor(coordinator_version) {
             return Err(CoordinatorError::VersionMismatch {
                 agent_version: capabilities.version,
@@ -414,7 +417,7 @@ impl ClusterState {
         agent: &str,
         running: &[(JobId, u32)],
         now_ms: u64,
-    ) -> Result<(Vec<(JobId, u32)>, Vec<Change>)> {
+    ) -> Result<(Attempts, Vec<Change>)> {
         self.known_agent(agent)?;
         let deadline = now_ms + self.timing.lease_timeout_ms;
         let mut cancel = Vec::new();

@@ -540,7 +540,6 @@ fn a_restarted_coordinator_carries_on_from_what_was_persisted() {
     assert_eq!(
         restored
             .jobs()
-            .cloned()
             .map(|j| (j.spec.id.clone(), j.state.name(), j.completed_lifetimes))
             .collect::<Vec<_>>(),
         vec![
