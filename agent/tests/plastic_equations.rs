@@ -20,27 +20,8 @@ fn device() -> Device {
     Device::flex().autodiff()
 }
 
-fn host(tensor: Tensor<2>) -> Vec<f64> {
-    tensor
-        .into_data()
-        .try_into_vec::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
-}
-
-fn host3(tensor: Tensor<3>) -> Vec<f64> {
-    tensor
-        .into_data()
-        .try_into_vec::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
-}
-
-fn host1(tensor: Tensor<1>) -> Vec<f64> {
+/// A tensor's values on the host, as f64.
+fn host<const N: usize>(tensor: Tensor<N>) -> Vec<f64> {
     tensor
         .into_data()
         .try_into_vec::<f32>()
@@ -90,15 +71,15 @@ impl Reference {
         let p = model.plastic.as_ref().unwrap();
         Reference {
             w: host(model.classifier.weight.val()),
-            b: host1(model.classifier.bias.as_ref().unwrap().val()),
+            b: host(model.classifier.bias.as_ref().unwrap().val()),
             a: host(p.alpha.val()),
             u: host(p.modulator.weight.val()),
-            c: host1(p.modulator.bias.as_ref().unwrap().val())[0],
+            c: host(p.modulator.bias.as_ref().unwrap().val())[0],
             fanout: p
                 .fanout
                 .as_ref()
-                .map(|f| (host(f.weight.val()), host1(f.bias.as_ref().unwrap().val()))),
-            eta: host1(p.eta.val())[0],
+                .map(|f| (host(f.weight.val()), host(f.bias.as_ref().unwrap().val()))),
+            eta: host(p.eta.val())[0],
         }
     }
 
@@ -211,8 +192,8 @@ fn check_against_loop(config: PlasticConfig, batch: usize) {
     let mut clipped = 0;
     for step in 0..3 {
         let x = random_tensor(&mut rng, [batch, D], 0.0, 1.0, &device);
-        let hebb_before = host3(state.hebb.clone());
-        let elig_before = host3(state.elig.clone());
+        let hebb_before = host(state.hebb.clone());
+        let elig_before = host(state.elig.clone());
         let (z, hebb, elig) =
             reference.step(&host(x.clone()), batch, &hebb_before, &elig_before, &config);
         let output = model.plastic_step(x, state, &config);
@@ -222,10 +203,10 @@ fn check_against_loop(config: PlasticConfig, batch: usize) {
             1e-4,
             &format!("logits step {step}"),
         );
-        let got_hebb = host3(output.state.hebb.clone());
+        let got_hebb = host(output.state.hebb.clone());
         assert_close(&got_hebb, &hebb, 1e-4, &format!("H step {step}"));
         assert_close(
-            &host3(output.state.elig.clone()),
+            &host(output.state.elig.clone()),
             &elig,
             1e-4,
             &format!("E step {step}"),
@@ -277,16 +258,16 @@ fn shared_mode_at_batch_three_is_the_batch_mean_rule() {
     let x = random_tensor(&mut rng, [3, D], 0.0, 1.0, &device);
     let zero = HebbianState::zeros(1, C, &device);
     let batch_step = model.plastic_step(x.clone(), zero.clone(), &config);
-    let eta = host1(model.plastic.as_ref().unwrap().eta.val())[0];
+    let eta = host(model.plastic.as_ref().unwrap().eta.val())[0];
     let mut mean_q = vec![0.0; D * C];
     for b in 0..3 {
         let single = model.plastic_step(x.clone().slice([b..b + 1, 0..D]), zero.clone(), &config);
         // With E(0) = 0: E(1) = η Q, so Q = E(1) / η.
-        for (acc, e) in mean_q.iter_mut().zip(host3(single.state.elig)) {
+        for (acc, e) in mean_q.iter_mut().zip(host(single.state.elig)) {
             *acc += e / eta / 3.0;
         }
     }
-    let batch_q: Vec<f64> = host3(batch_step.state.elig)
+    let batch_q: Vec<f64> = host(batch_step.state.elig)
         .iter()
         .map(|e| e / eta)
         .collect();
@@ -332,18 +313,12 @@ fn per_sample_mode_equals_independent_single_sample_streams() {
             }
         }
         for (b, stream) in streams.iter().enumerate() {
-            let slot = host3(batched.hebb.clone().slice([b..b + 1, 0..D, 0..C]));
-            assert_close(&slot, &host3(stream.hebb.clone()), 1e-5, "H per slot");
+            let slot = host(batched.hebb.clone().slice([b..b + 1, 0..D, 0..C]));
+            assert_close(&slot, &host(stream.hebb.clone()), 1e-5, "H per slot");
         }
         // Evaluation uses the mean over slots.
         let mean: Vec<f64> = (0..D * C)
-            .map(|k| {
-                streams
-                    .iter()
-                    .map(|s| host3(s.hebb.clone())[k])
-                    .sum::<f64>()
-                    / 3.0
-            })
+            .map(|k| streams.iter().map(|s| host(s.hebb.clone())[k]).sum::<f64>() / 3.0)
             .collect();
         assert_close(&host(batched.eval_hebb()), &mean, 1e-5, "H_eval");
     }
@@ -370,7 +345,7 @@ fn hebb_first_moves_at_step_two_and_reaches_logits_at_step_three() {
         logits.push(delta);
         state = out.state;
         hebb_abs.push(
-            host3(state.hebb.clone())
+            host(state.hebb.clone())
                 .iter()
                 .map(|v| v.abs())
                 .sum::<f64>(),
@@ -438,7 +413,7 @@ fn window_inputs(
 fn gradient_norm<const N: usize>(grads: &GradientsParams, param: &Param<Tensor<N>>) -> f64 {
     grads
         .get::<N>(param.id)
-        .map(|g| host1(g.abs().sum())[0])
+        .map(|g| host(g.abs().sum())[0])
         .unwrap_or(0.0)
 }
 
@@ -513,7 +488,7 @@ fn finite_differences_agree_with_autodiff_through_a_three_step_window() {
         let loss = window_loss(&base, state.clone(), &inputs, &config);
         let grads = GradientsParams::from_grads(loss.backward(), &base);
         let evaluate =
-            |model: &CifarAlexNet| host1(window_loss(model, state.clone(), &inputs, &config))[0];
+            |model: &CifarAlexNet| host(window_loss(model, state.clone(), &inputs, &config))[0];
 
         type Edit = fn(&mut CifarAlexNet, f32);
         let cases: Vec<(&str, f64, Edit)> = vec![
@@ -521,7 +496,7 @@ fn finite_differences_agree_with_autodiff_through_a_three_step_window() {
                 "eta",
                 grads
                     .get::<1>(base.plastic.as_ref().unwrap().eta.id)
-                    .map(|g| host1(g)[0])
+                    .map(|g| host(g)[0])
                     .unwrap(),
                 |m, d| {
                     let p = m.plastic.as_mut().unwrap();
@@ -554,7 +529,7 @@ fn finite_differences_agree_with_autodiff_through_a_three_step_window() {
             ),
             (
                 "modulator c",
-                host1(
+                host(
                     grads
                         .get::<1>(
                             base.plastic

@@ -82,6 +82,53 @@ fn check(
     }
 }
 
+/// The checks both configurations share: the SGD settings, batch sizes and the per-class cap.
+fn check_training(
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    batch_size: usize,
+    eval_batch_size: usize,
+    train_per_class: Option<usize>,
+) -> Result<(), ConfigError> {
+    check(
+        lr > 0.0 && lr.is_finite(),
+        "lr",
+        lr,
+        "must be a positive number",
+    )?;
+    check(
+        (0.0..1.0).contains(&momentum),
+        "momentum",
+        momentum,
+        "must be in [0, 1)",
+    )?;
+    check(
+        weight_decay >= 0.0,
+        "weight_decay",
+        weight_decay,
+        "must be ≥ 0",
+    )?;
+    check(
+        batch_size >= 1,
+        "batch_size",
+        batch_size,
+        "must be at least 1",
+    )?;
+    check(
+        eval_batch_size >= 1,
+        "eval_batch_size",
+        eval_batch_size,
+        "must be at least 1",
+    )?;
+    check(
+        train_per_class != Some(0),
+        "train_per_class",
+        0,
+        "must be at least 1",
+    )
+}
+
 /// Source training on CIFAR-10 (spec §5.1; the recipe of [90]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -129,47 +176,19 @@ impl SourceConfig {
             self.epochs,
             "must be at least 1",
         )?;
-        check(
-            self.lr > 0.0 && self.lr.is_finite(),
-            "lr",
+        check_training(
             self.lr,
-            "must be a positive number",
-        )?;
-        check(
-            (0.0..1.0).contains(&self.momentum),
-            "momentum",
             self.momentum,
-            "must be in [0, 1)",
-        )?;
-        check(
-            self.weight_decay >= 0.0,
-            "weight_decay",
             self.weight_decay,
-            "must be ≥ 0",
-        )?;
-        check(
-            self.batch_size >= 1,
-            "batch_size",
             self.batch_size,
-            "must be at least 1",
-        )?;
-        check(
-            self.eval_batch_size >= 1,
-            "eval_batch_size",
             self.eval_batch_size,
-            "must be at least 1",
+            self.train_per_class,
         )?;
         check(
             self.lr_milestones.iter().all(|m| (0.0..=1.0).contains(m)),
             "lr_milestones",
             format!("{:?}", self.lr_milestones),
             "are fractions of the epochs, each in [0, 1]",
-        )?;
-        check(
-            self.train_per_class != Some(0),
-            "train_per_class",
-            0,
-            "must be at least 1",
         )
     }
 
@@ -254,29 +273,13 @@ impl FinetuneConfig {
             self.lifetimes,
             "must be at least 1",
         )?;
-        check(
-            self.batch_size >= 1,
-            "batch_size",
-            self.batch_size,
-            "must be at least 1",
-        )?;
-        check(
-            self.lr > 0.0 && self.lr.is_finite(),
-            "lr",
+        check_training(
             self.lr,
-            "must be a positive number",
-        )?;
-        check(
-            (0.0..1.0).contains(&self.momentum),
-            "momentum",
             self.momentum,
-            "must be in [0, 1)",
-        )?;
-        check(
-            self.weight_decay >= 0.0,
-            "weight_decay",
             self.weight_decay,
-            "must be ≥ 0",
+            self.batch_size,
+            self.eval_batch_size,
+            self.train_per_class,
         )?;
         check(self.k >= 1, "k", self.k, "must be at least 1")?;
         check(
@@ -285,19 +288,7 @@ impl FinetuneConfig {
             self.plastic.clip,
             "must be a finite number ≥ 0",
         )?;
-        check(self.eta.is_finite(), "eta", self.eta, "must be finite")?;
-        check(
-            self.eval_batch_size >= 1,
-            "eval_batch_size",
-            self.eval_batch_size,
-            "must be at least 1",
-        )?;
-        check(
-            self.train_per_class != Some(0),
-            "train_per_class",
-            0,
-            "must be at least 1",
-        )
+        check(self.eta.is_finite(), "eta", self.eta, "must be finite")
     }
 
     /// Known-useless choices: worth a warning, not an error (spec §3).

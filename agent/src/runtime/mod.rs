@@ -374,6 +374,29 @@ async fn run_leased(shared: &Arc<Shared>, lease: v1::JobLease, shutdown: &watch:
     }
 }
 
+/// Packs a folder and uploads it (retrying while the coordinator is unreachable); returns its hash.
+async fn upload_dir(
+    shared: &Shared,
+    dir: &std::path::Path,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<String, Status> {
+    let (hash, bytes) = artifacts::pack_dir(dir).map_err(|e| Status::internal(e.to_string()))?;
+    with_retry("upload", shutdown, || {
+        let mut client = shared.client.clone();
+        let (hash, bytes) = (hash.clone(), bytes.clone());
+        async move {
+            artifacts::upload(&mut client, &hash, bytes)
+                .await
+                .map_err(|e| match e {
+                    artifacts::ArtifactError::Rpc { status, .. } => status,
+                    other => Status::internal(other.to_string()),
+                })
+        }
+    })
+    .await?;
+    Ok(hash)
+}
+
 fn retryable(message: String) -> runner::RunnerError {
     runner::RunnerError {
         message,
@@ -388,25 +411,10 @@ async fn report_lifetime(
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), Status> {
     let client = shared.client.clone();
-    let mut checkpoint_artifact = String::new();
-    if let Some(dir) = event.checkpoint_dir.filter(|d| has_files(d)) {
-        let (hash, bytes) =
-            artifacts::pack_dir(&dir).map_err(|e| Status::internal(e.to_string()))?;
-        with_retry("upload", shutdown, || {
-            let mut client = client.clone();
-            let (hash, bytes) = (hash.clone(), bytes.clone());
-            async move {
-                artifacts::upload(&mut client, &hash, bytes)
-                    .await
-                    .map_err(|e| match e {
-                        artifacts::ArtifactError::Rpc { status, .. } => status,
-                        other => Status::internal(other.to_string()),
-                    })
-            }
-        })
-        .await?;
-        checkpoint_artifact = hash;
-    }
+    let checkpoint_artifact = match event.checkpoint_dir.filter(|d| has_files(d)) {
+        Some(dir) => upload_dir(shared, &dir, shutdown).await?,
+        None => String::new(),
+    };
     let report = v1::MetricsReport {
         agent_id: shared.agent_id(),
         job: Some(job.clone()),
@@ -435,35 +443,17 @@ async fn report_success(
     shutdown: &watch::Receiver<bool>,
 ) {
     let client = shared.client.clone();
-    let mut output_artifact = String::new();
-    if let Some(dir) = output.output_dir {
-        match artifacts::pack_dir(&dir) {
-            Ok((hash, bytes)) => {
-                let uploaded = with_retry("upload", shutdown, || {
-                    let mut client = client.clone();
-                    let (hash, bytes) = (hash.clone(), bytes.clone());
-                    async move {
-                        artifacts::upload(&mut client, &hash, bytes)
-                            .await
-                            .map_err(|e| match e {
-                                artifacts::ArtifactError::Rpc { status, .. } => status,
-                                other => Status::internal(other.to_string()),
-                            })
-                    }
-                })
-                .await;
-                if let Err(status) = uploaded {
-                    tracing::error!(error = %status.message(), "output upload failed");
-                    return;
-                }
-                output_artifact = hash;
-            }
-            Err(error) => {
-                report_failure(shared, job, &retryable(error.to_string()), shutdown).await;
+    let output_artifact = match &output.output_dir {
+        Some(dir) => match upload_dir(shared, dir, shutdown).await {
+            Ok(hash) => hash,
+            Err(status) => {
+                let error = retryable(format!("uploading the output: {}", status.message()));
+                report_failure(shared, job, &error, shutdown).await;
                 return;
             }
-        }
-    }
+        },
+        None => String::new(),
+    };
     let request = v1::CompleteJobRequest {
         agent_id: shared.agent_id(),
         job: Some(job.clone()),
