@@ -373,3 +373,163 @@ async fn a_job_lost_with_its_agent_resumes_elsewhere_from_its_checkpoint() {
         task.await.unwrap();
     }
 }
+
+/// A coordinator that can be stopped and started again on the same address and state.
+struct Restartable {
+    handle: CoordinatorHandle,
+    artifacts: ArtifactStore,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+    event_loop: std::thread::JoinHandle<()>,
+}
+
+async fn start_at(
+    state_dir: &Path,
+    address: std::net::SocketAddr,
+) -> (Restartable, std::net::SocketAddr) {
+    let store = Store::open(state_dir).unwrap();
+    let artifacts = ArtifactStore::open(&state_dir.join("artifacts")).unwrap();
+    let (handle, event_loop) = spawn_event_loop(
+        store,
+        Timing {
+            heartbeat_interval_ms: 100,
+            ..Timing::default()
+        },
+        SystemClock,
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let bound = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (server_handle, server_artifacts) = (handle.clone(), artifacts.clone());
+    let server = tokio::spawn(async move {
+        serve(listener, server_handle, server_artifacts, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap()
+    });
+    (
+        Restartable {
+            handle,
+            artifacts,
+            stop,
+            server,
+            event_loop,
+        },
+        bound,
+    )
+}
+
+impl Restartable {
+    async fn shutdown(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap();
+        self.handle.stop();
+        tokio::task::spawn_blocking(move || self.event_loop.join().unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_rides_out_a_coordinator_restart_and_its_job_finishes_on_the_same_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let state = dir.path().join("state");
+    synth(&data);
+    let (coordinator, address) = start_at(&state, "127.0.0.1:0".parse().unwrap()).await;
+    let source = source_job(
+        &SourceConfig {
+            epochs: 1,
+            batch_size: 16,
+            lr: 0.02,
+            ..SourceConfig::default()
+        },
+        Resources::ANY,
+    );
+    let config = FinetuneConfig {
+        method: Method::Ndhtl,
+        lifetimes: 4,
+        k: 3,
+        lr: 1e-3,
+        ..FinetuneConfig::default()
+    };
+    let tune = finetune_job(&config, &source, Resources::ANY);
+    coordinator
+        .handle
+        .submit(
+            "s".into(),
+            "restart".into(),
+            0,
+            vec![source.clone(), tune.clone()],
+        )
+        .await
+        .unwrap();
+    let mut agents = Cluster {
+        handle: coordinator.handle.clone(),
+        address: format!("http://{address}"),
+        artifacts: coordinator.artifacts.clone(),
+        agents: Vec::new(),
+    };
+    agents.add_agent(&data, &dir.path().join("agent"));
+
+    // Let the fine-tune record a lifetime, then take the coordinator down mid-job.
+    loop {
+        let job = tune.id.clone();
+        let done = coordinator
+            .handle
+            .inspect(move |s, _| s.job(&job).unwrap().completed_lifetimes)
+            .await
+            .unwrap();
+        if done >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    coordinator.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(800)).await; // the agent keeps training and retrying
+    let (coordinator, _) = start_at(&state, address).await;
+    agents.handle = coordinator.handle.clone();
+    agents.wait_done("s", Duration::from_secs(240)).await;
+
+    let job = tune.id.clone();
+    let finished = coordinator
+        .handle
+        .inspect(move |s, _| s.job(&job).unwrap().state.clone())
+        .await
+        .unwrap();
+    assert!(
+        matches!(finished, JobState::Succeeded { attempt: 1, .. }),
+        "kept its lease through the restart: {finished:?}"
+    );
+    let stored = agents.stored_metrics(&tune.id).await;
+    assert_eq!(stored.len(), 4, "every lifetime exactly once");
+    let source_hash = match coordinator
+        .handle
+        .inspect({
+            let id = source.id.clone();
+            move |s, _| s.job(&id).unwrap().state.clone()
+        })
+        .await
+        .unwrap()
+    {
+        JobState::Succeeded {
+            output: Some(hash), ..
+        } => hash,
+        other => panic!("{other:?}"),
+    };
+    let reference = reference_run(
+        &read_artifact(&coordinator.artifacts, &source_hash),
+        &source_hash,
+        &config,
+        &data,
+        dir.path(),
+    );
+    assert_eq!(comparable(&stored), comparable(&reference));
+    for (stop, task) in agents.agents {
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+    coordinator.shutdown().await;
+}
