@@ -1,9 +1,10 @@
 //! A coordinator and agents in one process over real gRPC on 127.0.0.1, running real NDHTL jobs
 //! on generated data: a source job and the fine-tunes that depend on it. The stored results must
 //! equal a direct run from the same source model, also when an agent is lost mid-job and the job
-//! resumes elsewhere from its uploaded checkpoint.
+//! resumes elsewhere from its uploaded checkpoint, and when the coordinator restarts mid-job.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use ndhtl_agent::train::{
     CancelToken, FinetuneConfig, LifetimeMetrics, Method, NoObserver, SourceConfig, TaskData,
     run_finetune,
 };
-use ndhtl_coordinator::domain::{JobState, Resources};
+use ndhtl_coordinator::domain::{Job, JobSpec, JobState, Resources};
 use ndhtl_coordinator::jobs::{finetune_job, source_job};
 use ndhtl_coordinator::service::server::serve;
 use ndhtl_coordinator::service::{CoordinatorHandle, SystemClock, spawn_event_loop};
@@ -25,42 +26,102 @@ use ndhtl_coordinator::state::Timing;
 use ndhtl_coordinator::store::{ArtifactStore, Store};
 use tokio::sync::watch;
 
-struct Cluster {
+const TIMING: Timing = Timing {
+    lease_timeout_ms: 60_000,
+    heartbeat_interval_ms: 100,
+    agent_timeout_ms: 120_000,
+    max_attempts: 3,
+};
+
+/// A coordinator (event loop and gRPC server) that can be stopped and started again on the same
+/// address and state folder.
+struct Coordinator {
     handle: CoordinatorHandle,
-    address: String,
     artifacts: ArtifactStore,
-    agents: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+    event_loop: std::thread::JoinHandle<()>,
 }
 
-async fn start_coordinator(state_dir: &Path, timing: Timing) -> Cluster {
-    let store = Store::open(state_dir).unwrap();
-    let artifacts = ArtifactStore::open(&state_dir.join("artifacts")).unwrap();
-    let (handle, _thread) = spawn_event_loop(store, timing, SystemClock).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let (server_handle, server_artifacts) = (handle.clone(), artifacts.clone());
-    tokio::spawn(async move {
-        serve(
-            listener,
-            server_handle,
-            server_artifacts,
-            std::future::pending(),
-        )
-        .await
-        .unwrap()
-    });
-    Cluster {
-        handle,
-        address,
-        artifacts,
-        agents: Vec::new(),
+impl Coordinator {
+    async fn start(state_dir: &Path, address: SocketAddr) -> (Coordinator, SocketAddr) {
+        let store = Store::open(state_dir).unwrap();
+        let artifacts = ArtifactStore::open(&state_dir.join("artifacts")).unwrap();
+        let (handle, event_loop) = spawn_event_loop(store, TIMING, SystemClock).unwrap();
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let bound = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (server_handle, server_artifacts) = (handle.clone(), artifacts.clone());
+        let server = tokio::spawn(async move {
+            serve(listener, server_handle, server_artifacts, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+        });
+        let coordinator = Coordinator {
+            handle,
+            artifacts,
+            stop,
+            server,
+            event_loop,
+        };
+        (coordinator, bound)
+    }
+
+    async fn shutdown(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap();
+        self.handle.stop();
+        tokio::task::spawn_blocking(move || self.event_loop.join().unwrap())
+            .await
+            .unwrap();
     }
 }
 
+/// A coordinator and in-process agents running the real NDHTL trainer.
+struct Cluster {
+    /// Absent only while `restart_coordinator` has it down.
+    coordinator: Option<Coordinator>,
+    state_dir: PathBuf,
+    address: SocketAddr,
+    agents: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
 impl Cluster {
+    async fn start(state_dir: &Path) -> Cluster {
+        let (coordinator, address) =
+            Coordinator::start(state_dir, "127.0.0.1:0".parse().unwrap()).await;
+        Cluster {
+            coordinator: Some(coordinator),
+            state_dir: state_dir.to_path_buf(),
+            address,
+            agents: Vec::new(),
+        }
+    }
+
+    fn coordinator(&self) -> &Coordinator {
+        self.coordinator
+            .as_ref()
+            .expect("the coordinator is running")
+    }
+
+    fn handle(&self) -> &CoordinatorHandle {
+        &self.coordinator().handle
+    }
+
+    /// Stops the coordinator, runs `while_down` against its state folder, starts it again on
+    /// the same address. Agents keep running throughout.
+    async fn restart_coordinator(&mut self, while_down: impl FnOnce(&Path)) {
+        self.coordinator.take().expect("running").shutdown().await;
+        while_down(&self.state_dir);
+        let (coordinator, _) = Coordinator::start(&self.state_dir, self.address).await;
+        self.coordinator = Some(coordinator);
+    }
+
     fn add_agent(&mut self, data: &Path, work: &Path) {
         let options = AgentOptions {
-            coordinator: self.address.clone(),
+            coordinator: format!("http://{}", self.address),
             slots: 1,
             device: DeviceSpec::Cpu,
             backend: BackendKind::Flex,
@@ -77,10 +138,32 @@ impl Cluster {
         self.agents.push((stop, task));
     }
 
+    async fn stop_agent(&mut self, index: usize) {
+        let (stop, task) = self.agents.remove(index);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    async fn stop_agents(mut self) {
+        while !self.agents.is_empty() {
+            self.stop_agent(0).await;
+        }
+        if let Some(coordinator) = self.coordinator.take() {
+            coordinator.shutdown().await;
+        }
+    }
+
+    async fn submit(&self, sweep: &str, jobs: Vec<JobSpec>) -> ndhtl_coordinator::state::Submitted {
+        self.handle()
+            .submit(sweep.into(), sweep.into(), 0, jobs)
+            .await
+            .unwrap()
+    }
+
     async fn wait_done(&self, sweep: &str, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let counts = self.handle.counts(sweep.into()).await.unwrap();
+            let counts = self.handle().counts(sweep.into()).await.unwrap();
             if counts.is_done() {
                 return;
             }
@@ -92,16 +175,81 @@ impl Cluster {
         }
     }
 
+    async fn job(&self, id: &str) -> Job {
+        let id = id.to_string();
+        self.handle()
+            .inspect(move |state, _| state.job(&id).unwrap().clone())
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `job` has recorded at least `lifetimes` lifetimes.
+    async fn wait_lifetimes(&self, job: &str, lifetimes: u32) {
+        while self.job(job).await.completed_lifetimes < lifetimes {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The hash of a succeeded source job's output (the source model).
+    async fn source_output(&self, source: &str) -> String {
+        match self.job(source).await.state {
+            JobState::Succeeded {
+                output: Some(hash), ..
+            } => hash,
+            other => panic!("the source job has not produced a model: {other:?}"),
+        }
+    }
+
     async fn stored_metrics(&self, job: &str) -> Vec<LifetimeMetrics> {
         let job = job.to_string();
         let rows = self
-            .handle
+            .handle()
             .inspect(move |_, store| store.metrics_of(&job).unwrap())
             .await
             .unwrap();
         rows.iter()
             .map(|r| serde_json::from_str(&r.metrics_json).unwrap())
             .collect()
+    }
+
+    /// The fine-tune run directly, from the source model the cluster produced.
+    async fn reference_run(
+        &self,
+        source: &str,
+        config: &FinetuneConfig,
+        data_dir: &Path,
+        scratch: &Path,
+    ) -> Vec<LifetimeMetrics> {
+        let source_hash = self.source_output(source).await;
+        let (mut file, _) = self
+            .coordinator()
+            .artifacts
+            .open_artifact(&source_hash)
+            .unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+        let source_dir = scratch.join("reference-source");
+        artifacts::unpack_into(&bytes, &source_dir).unwrap();
+        let features = load_source_features(
+            &source_dir.join(SOURCE_MODEL_FILE),
+            config.seed,
+            &Device::flex(),
+        )
+        .unwrap();
+        let data = TaskData::load(data_dir, &config.task.parse().unwrap(), None).unwrap();
+        let device = ComputeDevice::resolve(DeviceSpec::Cpu, Some(BackendKind::Flex)).unwrap();
+        run_finetune(
+            config,
+            features,
+            &source_hash,
+            &data,
+            &device,
+            None,
+            &mut NoObserver,
+            &CancelToken::new(),
+        )
+        .unwrap()
+        .history
     }
 }
 
@@ -134,43 +282,26 @@ fn synth(dir: &Path) {
     .unwrap();
 }
 
-/// The fine-tune run directly, from the source model the cluster produced.
-fn reference_run(
-    cluster_source: &[u8],
-    source_hash: &str,
-    config: &FinetuneConfig,
-    data_dir: &Path,
-    scratch: &Path,
-) -> Vec<LifetimeMetrics> {
-    let source_dir = scratch.join("reference-source");
-    artifacts::unpack_into(cluster_source, &source_dir).unwrap();
-    let features = load_source_features(
-        &source_dir.join(SOURCE_MODEL_FILE),
-        config.seed,
-        &Device::flex(),
+fn small_source(epochs: usize) -> JobSpec {
+    source_job(
+        &SourceConfig {
+            epochs,
+            batch_size: 16,
+            lr: 0.02,
+            ..SourceConfig::default()
+        },
+        Resources::ANY,
     )
-    .unwrap();
-    let data = TaskData::load(data_dir, &config.task.parse().unwrap(), None).unwrap();
-    let device = ComputeDevice::resolve(DeviceSpec::Cpu, Some(BackendKind::Flex)).unwrap();
-    run_finetune(
-        config,
-        features,
-        source_hash,
-        &data,
-        &device,
-        None,
-        &mut NoObserver,
-        &CancelToken::new(),
-    )
-    .unwrap()
-    .history
 }
 
-fn read_artifact(store: &ArtifactStore, hash: &str) -> Vec<u8> {
-    let (mut file, _) = store.open_artifact(hash).unwrap();
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
-    bytes
+fn ndhtl_tune(lifetimes: usize) -> FinetuneConfig {
+    FinetuneConfig {
+        method: Method::Ndhtl,
+        lifetimes,
+        k: 3,
+        lr: 1e-3,
+        ..FinetuneConfig::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -178,23 +309,8 @@ async fn a_source_and_two_fine_tunes_run_across_two_agents() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     synth(&data);
-    let mut cluster = start_coordinator(
-        &dir.path().join("state"),
-        Timing {
-            heartbeat_interval_ms: 100,
-            ..Timing::default()
-        },
-    )
-    .await;
-    let source = source_job(
-        &SourceConfig {
-            epochs: 2,
-            batch_size: 16,
-            lr: 0.02,
-            ..SourceConfig::default()
-        },
-        Resources::ANY,
-    );
+    let mut cluster = Cluster::start(&dir.path().join("state")).await;
+    let source = small_source(2);
     let stl = FinetuneConfig {
         method: Method::Stl,
         lifetimes: 2,
@@ -210,42 +326,24 @@ async fn a_source_and_two_fine_tunes_run_across_two_agents() {
         finetune_job(&ndhtl, &source, Resources::ANY),
         source.clone(),
     ];
-    let submitted = cluster
-        .handle
-        .submit("s".into(), "smoke".into(), 0, jobs.clone())
-        .await
-        .unwrap();
-    assert_eq!(submitted.jobs, 3);
+    assert_eq!(cluster.submit("s", jobs.clone()).await.jobs, 3);
     cluster.add_agent(&data, &dir.path().join("agent-0"));
     cluster.add_agent(&data, &dir.path().join("agent-1"));
     cluster.wait_done("s", Duration::from_secs(240)).await;
-    let counts = cluster.handle.counts("s".into()).await.unwrap();
+    let counts = cluster.handle().counts("s".into()).await.unwrap();
     assert_eq!(counts.succeeded, 3, "{counts:?}");
 
-    let source_state = cluster
-        .handle
-        .inspect({
-            let id = source.id.clone();
-            move |state, _| state.job(&id).unwrap().state.clone()
-        })
-        .await
-        .unwrap();
-    let JobState::Succeeded {
-        output: Some(source_hash),
-        ..
-    } = source_state
-    else {
-        panic!("{source_state:?}")
-    };
+    cluster.source_output(&source.id).await;
     assert_eq!(
         cluster.stored_metrics(&source.id).await.len(),
         2,
         "one record per source epoch"
     );
-    let source_bytes = read_artifact(&cluster.artifacts, &source_hash);
     for (job, config) in [(&jobs[0], &stl), (&jobs[1], &ndhtl)] {
         let stored = cluster.stored_metrics(&job.id).await;
-        let reference = reference_run(&source_bytes, &source_hash, config, &data, dir.path());
+        let reference = cluster
+            .reference_run(&source.id, config, &data, dir.path())
+            .await;
         assert_eq!(
             comparable(&stored),
             comparable(&reference),
@@ -254,16 +352,9 @@ async fn a_source_and_two_fine_tunes_run_across_two_agents() {
         );
     }
     // The same sweep submitted again reuses every result.
-    let again = cluster
-        .handle
-        .submit("s2".into(), "smoke again".into(), 0, jobs)
-        .await
-        .unwrap();
+    let again = cluster.submit("s2", jobs).await;
     assert_eq!((again.jobs, again.reused), (3, 3));
-    for (stop, task) in cluster.agents {
-        stop.send(true).unwrap();
-        task.await.unwrap();
-    }
+    cluster.stop_agents().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -271,265 +362,82 @@ async fn a_job_lost_with_its_agent_resumes_elsewhere_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     synth(&data);
-    let mut cluster = start_coordinator(
-        &dir.path().join("state"),
-        Timing {
-            heartbeat_interval_ms: 100,
-            ..Timing::default()
-        },
-    )
-    .await;
-    let source = source_job(
-        &SourceConfig {
-            epochs: 1,
-            batch_size: 16,
-            lr: 0.02,
-            ..SourceConfig::default()
-        },
-        Resources::ANY,
-    );
-    cluster
-        .handle
-        .submit("src".into(), "source".into(), 0, vec![source.clone()])
-        .await
-        .unwrap();
+    let mut cluster = Cluster::start(&dir.path().join("state")).await;
+    let source = small_source(1);
+    cluster.submit("src", vec![source.clone()]).await;
     cluster.add_agent(&data, &dir.path().join("agent-0"));
     cluster.wait_done("src", Duration::from_secs(120)).await;
 
-    let config = FinetuneConfig {
-        method: Method::Ndhtl,
-        lifetimes: 4,
-        k: 3,
-        lr: 1e-3,
-        ..FinetuneConfig::default()
-    };
+    let config = ndhtl_tune(4);
     let tune = finetune_job(&config, &source, Resources::ANY);
-    cluster
-        .handle
-        .submit("s".into(), "tune".into(), 0, vec![tune.clone()])
-        .await
-        .unwrap();
+    cluster.submit("s", vec![tune.clone()]).await;
     // Wait for two lifetimes, then lose the agent that runs the job.
-    loop {
-        let job = tune.id.clone();
-        let done = cluster
-            .handle
-            .inspect(move |state, _| state.job(&job).unwrap().completed_lifetimes)
-            .await
-            .unwrap();
-        if done >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (stop, task) = cluster.agents.remove(0);
-    stop.send(true).unwrap();
-    task.await.unwrap();
-    cluster.handle.lose_agent("agent-0".into()).await.unwrap();
+    cluster.wait_lifetimes(&tune.id, 2).await;
+    cluster.stop_agent(0).await;
+    cluster.handle().lose_agent("agent-0".into()).await.unwrap();
     cluster.add_agent(&data, &dir.path().join("agent-1"));
     cluster.wait_done("s", Duration::from_secs(240)).await;
 
-    let job = tune.id.clone();
-    let state = cluster
-        .handle
-        .inspect(move |state, _| state.job(&job).unwrap().clone())
-        .await
-        .unwrap();
+    let state = cluster.job(&tune.id).await.state;
     assert!(
-        matches!(state.state, JobState::Succeeded { attempt: 2, .. }),
-        "{:?}",
-        state.state
+        matches!(state, JobState::Succeeded { attempt: 2, .. }),
+        "{state:?}"
     );
     let stored = cluster.stored_metrics(&tune.id).await;
     assert_eq!(stored.len(), 4, "every lifetime exactly once");
-    let source_hash = match cluster
-        .handle
-        .inspect({
-            let id = source.id.clone();
-            move |s, _| s.job(&id).unwrap().state.clone()
-        })
-        .await
-        .unwrap()
-    {
-        JobState::Succeeded {
-            output: Some(hash), ..
-        } => hash,
-        other => panic!("{other:?}"),
-    };
-    let reference = reference_run(
-        &read_artifact(&cluster.artifacts, &source_hash),
-        &source_hash,
-        &config,
-        &data,
-        dir.path(),
-    );
+    let reference = cluster
+        .reference_run(&source.id, &config, &data, dir.path())
+        .await;
     assert_eq!(
         comparable(&stored),
         comparable(&reference),
         "a resumed job ends where an uninterrupted one does"
     );
-    for (stop, task) in cluster.agents {
-        stop.send(true).unwrap();
-        task.await.unwrap();
-    }
-}
-
-/// A coordinator that can be stopped and started again on the same address and state.
-struct Restartable {
-    handle: CoordinatorHandle,
-    artifacts: ArtifactStore,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<()>,
-    event_loop: std::thread::JoinHandle<()>,
-}
-
-async fn start_at(
-    state_dir: &Path,
-    address: std::net::SocketAddr,
-) -> (Restartable, std::net::SocketAddr) {
-    let store = Store::open(state_dir).unwrap();
-    let artifacts = ArtifactStore::open(&state_dir.join("artifacts")).unwrap();
-    let (handle, event_loop) = spawn_event_loop(
-        store,
-        Timing {
-            heartbeat_interval_ms: 100,
-            ..Timing::default()
-        },
-        SystemClock,
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
-    let bound = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (server_handle, server_artifacts) = (handle.clone(), artifacts.clone());
-    let server = tokio::spawn(async move {
-        serve(listener, server_handle, server_artifacts, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap()
-    });
-    (
-        Restartable {
-            handle,
-            artifacts,
-            stop,
-            server,
-            event_loop,
-        },
-        bound,
-    )
-}
-
-impl Restartable {
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.server.await.unwrap();
-        self.handle.stop();
-        tokio::task::spawn_blocking(move || self.event_loop.join().unwrap())
-            .await
-            .unwrap();
-    }
+    cluster.stop_agents().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_rides_out_a_coordinator_restart_and_its_job_finishes_on_the_same_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let state = dir.path().join("state");
     synth(&data);
-    let (coordinator, address) = start_at(&state, "127.0.0.1:0".parse().unwrap()).await;
-    let source = source_job(
-        &SourceConfig {
-            epochs: 1,
-            batch_size: 16,
-            lr: 0.02,
-            ..SourceConfig::default()
-        },
-        Resources::ANY,
-    );
-    let config = FinetuneConfig {
-        method: Method::Ndhtl,
-        lifetimes: 4,
-        k: 3,
-        lr: 1e-3,
-        ..FinetuneConfig::default()
-    };
+    let mut cluster = Cluster::start(&dir.path().join("state")).await;
+    let source = small_source(1);
+    let config = ndhtl_tune(8);
     let tune = finetune_job(&config, &source, Resources::ANY);
-    coordinator
-        .handle
-        .submit(
-            "s".into(),
-            "restart".into(),
-            0,
-            vec![source.clone(), tune.clone()],
-        )
-        .await
-        .unwrap();
-    let mut agents = Cluster {
-        handle: coordinator.handle.clone(),
-        address: format!("http://{address}"),
-        artifacts: coordinator.artifacts.clone(),
-        agents: Vec::new(),
-    };
-    agents.add_agent(&data, &dir.path().join("agent"));
+    cluster
+        .submit("s", vec![source.clone(), tune.clone()])
+        .await;
+    cluster.add_agent(&data, &dir.path().join("agent"));
 
     // Let the fine-tune record a lifetime, then take the coordinator down mid-job.
-    loop {
-        let job = tune.id.clone();
-        let done = coordinator
-            .handle
-            .inspect(move |s, _| s.job(&job).unwrap().completed_lifetimes)
-            .await
-            .unwrap();
-        if done >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    coordinator.shutdown().await;
-    tokio::time::sleep(Duration::from_millis(800)).await; // the agent keeps training and retrying
-    let (coordinator, _) = start_at(&state, address).await;
-    agents.handle = coordinator.handle.clone();
-    agents.wait_done("s", Duration::from_secs(240)).await;
+    cluster.wait_lifetimes(&tune.id, 1).await;
+    let tune_id = tune.id.clone();
+    cluster
+        .restart_coordinator(|state_dir| {
+            // What the coordinator persisted: the job was still running when it went down.
+            let snapshot = Store::open(state_dir).unwrap().load().unwrap();
+            let job = snapshot.jobs.iter().find(|j| j.spec.id == tune_id).unwrap();
+            assert!(
+                matches!(job.state, JobState::Leased(_)) && job.completed_lifetimes < 8,
+                "the outage must fall in the middle of the job: {job:?}"
+            );
+            // The agent keeps training and retrying meanwhile.
+            std::thread::sleep(Duration::from_millis(800));
+        })
+        .await;
+    cluster.wait_done("s", Duration::from_secs(240)).await;
 
-    let job = tune.id.clone();
-    let finished = coordinator
-        .handle
-        .inspect(move |s, _| s.job(&job).unwrap().state.clone())
-        .await
-        .unwrap();
+    let finished = cluster.job(&tune.id).await.state;
     assert!(
         matches!(finished, JobState::Succeeded { attempt: 1, .. }),
         "kept its lease through the restart: {finished:?}"
     );
-    let stored = agents.stored_metrics(&tune.id).await;
-    assert_eq!(stored.len(), 4, "every lifetime exactly once");
-    let source_hash = match coordinator
-        .handle
-        .inspect({
-            let id = source.id.clone();
-            move |s, _| s.job(&id).unwrap().state.clone()
-        })
-        .await
-        .unwrap()
-    {
-        JobState::Succeeded {
-            output: Some(hash), ..
-        } => hash,
-        other => panic!("{other:?}"),
-    };
-    let reference = reference_run(
-        &read_artifact(&coordinator.artifacts, &source_hash),
-        &source_hash,
-        &config,
-        &data,
-        dir.path(),
-    );
+    let stored = cluster.stored_metrics(&tune.id).await;
+    assert_eq!(stored.len(), 8, "every lifetime exactly once");
+    let reference = cluster
+        .reference_run(&source.id, &config, &data, dir.path())
+        .await;
     assert_eq!(comparable(&stored), comparable(&reference));
-    for (stop, task) in agents.agents {
-        stop.send(true).unwrap();
-        task.await.unwrap();
-    }
-    coordinator.shutdown().await;
+    cluster.stop_agents().await;
 }

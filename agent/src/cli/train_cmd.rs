@@ -52,6 +52,23 @@ pub struct RunnerArgs {
 }
 
 impl RunnerArgs {
+    /// `--run-dir`, or `runs/<job>-<config hash>` so the same command resumes the same run.
+    fn run_dir(&self, job: &str, fingerprint: &str) -> PathBuf {
+        self.run_dir.clone().unwrap_or_else(|| {
+            PathBuf::from("runs").join(format!(
+                "{job}-{}",
+                &fingerprint[..fingerprint.len().min(10)]
+            ))
+        })
+    }
+
+    /// The progress bar and metric lines for a job of `lifetimes` lifetimes.
+    fn progress(&self, job: &str, lifetimes: usize) -> Result<CliProgress> {
+        let sink = MetricsSink::open(&self.metrics)
+            .with_context(|| format!("opening {}", self.metrics.display()))?;
+        Ok(CliProgress::new(job.into(), lifetimes, sink))
+    }
+
     fn device(&self) -> Result<ComputeDevice> {
         let spec: DeviceSpec = self.device.parse()?;
         Ok(ComputeDevice::resolve(spec, self.backend)?)
@@ -232,10 +249,6 @@ pub fn run(command: TrainCommand) -> Result<()> {
     }
 }
 
-fn short_hash(fingerprint: &str) -> &str {
-    &fingerprint[..fingerprint.len().min(10)]
-}
-
 fn finish(progress: &mut CliProgress, outcome: &RunOutcome, job: &str, seconds: f64) -> Result<()> {
     if let Some(error) = progress.write_error.take() {
         return Err(error).context("writing metrics");
@@ -302,13 +315,9 @@ fn source(args: SourceArgs) -> Result<()> {
     let device = args.runner.device()?;
     let data = TaskData::load(&args.data, &task, config.train_per_class)?;
     let fingerprint = config_fingerprint(&(&config, &task.classes));
-    let run_dir = args.runner.run_dir.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!("source-{}", short_hash(&fingerprint)))
-    });
+    let run_dir = args.runner.run_dir("source", &fingerprint);
     tracing::info!(device = %device.label(), run_dir = %run_dir.display(), epochs = config.epochs, "source training");
-    let sink = MetricsSink::open(&args.runner.metrics)
-        .with_context(|| format!("opening {}", args.runner.metrics.display()))?;
-    let mut progress = CliProgress::new("source".into(), config.epochs, sink);
+    let mut progress = args.runner.progress("source", config.epochs)?;
     let outcome = run_source(
         &config,
         &data,
@@ -363,9 +372,7 @@ fn finetune(args: FinetuneArgs) -> Result<()> {
     }
     let job = format!("{}-{}", task, config.method.as_str());
     let fingerprint = config_fingerprint(&(&config, &source_id));
-    let run_dir = args.runner.run_dir.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!("{job}-{}", short_hash(&fingerprint)))
-    });
+    let run_dir = args.runner.run_dir(&job, &fingerprint);
     tracing::info!(
         device = %device.label(),
         run_dir = %run_dir.display(),
@@ -376,9 +383,7 @@ fn finetune(args: FinetuneArgs) -> Result<()> {
         clip = config.plastic.clip,
         "fine-tuning"
     );
-    let sink = MetricsSink::open(&args.runner.metrics)
-        .with_context(|| format!("opening {}", args.runner.metrics.display()))?;
-    let mut progress = CliProgress::new(job.clone(), config.lifetimes, sink);
+    let mut progress = args.runner.progress(&job, config.lifetimes)?;
     let outcome = run_finetune(
         &config,
         features,

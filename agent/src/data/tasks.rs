@@ -11,9 +11,8 @@ use std::str::FromStr;
 
 use super::cifar_format::{DatasetKind, IMAGE_BYTES, RawSplit};
 use super::labels::{
-    CIFAR10_CLASS_NAMES, CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_COARSE,
-    cifar10_class_index, cifar100_coarse_index, cifar100_fine_index,
-    cifar100_fine_labels_of_coarse,
+    CIFAR10_CLASS_NAMES, CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, cifar10_class_index,
+    cifar100_coarse_index, cifar100_fine_index, cifar100_fine_labels_of_coarse,
 };
 
 /// The superclass pairs of the paper's ten target tasks (spec §6, Table 2 reconstructed).
@@ -299,11 +298,6 @@ impl TaskImages {
         }
         counts
     }
-}
-
-/// The fine-to-coarse check every selected CIFAR-100 image passes (spec §6).
-pub fn superclass_of_fine(fine: u8) -> u8 {
-    CIFAR100_FINE_TO_COARSE[fine as usize]
 }
 
 #[cfg(test)]

@@ -323,8 +323,3 @@ pub fn inference_view(
     let hebb_eval = hebbian.map(|state| state.eval_hebb().detach().inner());
     (inference, hebb_eval)
 }
-
-/// Parameter count of a module (for logs).
-pub fn parameter_count(model: &CifarAlexNet) -> usize {
-    model.num_params()
-}
