@@ -8,8 +8,13 @@
 #
 # A second run reuses the venv. The venv lives in $NDHTL_TORCH_VENV (default
 # ~/.cache/ndhtl/torch-2.9.0). Progress goes to stderr; stdout is only `export` lines.
+#
+# NDHTL_TORCH_VERSION picks another torch (say, the one a GPU machine's image already has).
+# tch is then built with LIBTORCH_BYPASS_VERSION_CHECK=1, which works only while the ATen
+# functions tch calls keep their signatures; 2.9.0 is the version we test in CI.
 set -euo pipefail
-TORCH_VERSION="2.9.0"
+PINNED_TORCH_VERSION="2.9.0"
+TORCH_VERSION="${NDHTL_TORCH_VERSION:-$PINNED_TORCH_VERSION}"
 venv="${NDHTL_TORCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ndhtl/torch-$TORCH_VERSION}"
 python="${PYTHON:-python3}"
 
@@ -33,3 +38,9 @@ echo "export LIBTORCH='$site'"
 echo "export LD_LIBRARY_PATH='$site/lib'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 # `ndhtl bench` runs its PyTorch reference with this interpreter.
 echo "export NDHTL_BENCH_PYTHON='$venv/bin/python'"
+if [[ "$TORCH_VERSION" != "$PINNED_TORCH_VERSION" ]]; then
+  echo "torch $TORCH_VERSION is not the pinned $PINNED_TORCH_VERSION: bypassing tch's version check" >&2
+  echo "export LIBTORCH_BYPASS_VERSION_CHECK=1"
+else
+  echo "unset LIBTORCH_BYPASS_VERSION_CHECK"
+fi

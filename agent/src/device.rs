@@ -66,6 +66,8 @@ pub enum DeviceError {
     BackendNotCompiled(&'static str),
     #[error("the flex backend runs on the CPU only, not on `{0}`")]
     FlexIsCpuOnly(String),
+    #[error("`--device cuda` asks for every GPU, but libtorch sees none on this machine")]
+    NoGpu,
 }
 
 impl FromStr for DeviceSpec {
@@ -135,6 +137,119 @@ impl ComputeDevice {
     /// `flex:cpu`, `tch:cuda:0`, …
     pub fn label(&self) -> String {
         format!("{}:{}", self.backend.as_str(), self.spec)
+    }
+
+    /// Parses a label as [`ComputeDevice::label`] writes it (`flex:cpu`, `tch:cpu`,
+    /// `tch:cuda:0`), or a bare device (`cpu`, `cuda:1`) on the preferred backend.
+    pub fn from_label(label: &str) -> Result<Self, DeviceError> {
+        let (backend, device) = match label.split_once(':') {
+            Some(("flex", device)) => (Some(BackendKind::Flex), device),
+            Some(("tch", device)) => (Some(BackendKind::Tch), device),
+            _ => (None, label),
+        };
+        ComputeDevice::resolve(device.parse()?, backend)
+    }
+
+    /// The device the numerical tests run on: `$NDHTL_TEST_DEVICE` (a label such as
+    /// `tch:cuda:0`), else flex on the CPU. `deploy/gpu-check.sh` runs them on a GPU this way.
+    pub fn for_tests() -> Self {
+        let label = std::env::var("NDHTL_TEST_DEVICE").unwrap_or_else(|_| "flex:cpu".into());
+        ComputeDevice::from_label(&label)
+            .unwrap_or_else(|error| panic!("NDHTL_TEST_DEVICE=`{label}`: {error}"))
+    }
+
+    /// Whether this is a GPU, where kernels may pick non-deterministic or TF32 algorithms.
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.spec, DeviceSpec::Cuda(_))
+    }
+}
+
+/// Runs `work` with at most `threads` CPU threads for tensor work: flex's kernels run in a rayon
+/// pool of that size, and libtorch's intra-op pool is set for this thread. `None` runs `work`
+/// as is. A pool that cannot be built is reported and `work` runs on the global pool.
+pub fn with_cpu_threads<T: Send>(threads: Option<usize>, work: impl FnOnce() -> T + Send) -> T {
+    let Some(threads) = threads.filter(|&threads| threads > 0) else {
+        return work();
+    };
+    #[cfg(feature = "tch")]
+    tch::set_num_threads(threads as i32);
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(work),
+        Err(error) => {
+            tracing::warn!(%error, threads, "could not build a per-slot thread pool; using the global one");
+            work()
+        }
+    }
+}
+
+/// What this binary was built with, for `ndhtl --version` and agent registration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildInfo {
+    pub backends: Vec<BackendKind>,
+    /// libtorch's version (`tch` builds).
+    pub libtorch_version: Option<String>,
+    /// The CUDA version libtorch was built with, when it has CUDA.
+    pub cuda_version: Option<String>,
+    /// GPUs visible now.
+    pub gpus: usize,
+}
+
+pub fn build_info() -> BuildInfo {
+    BuildInfo {
+        backends: compiled_backends(),
+        libtorch_version: option_env!("NDHTL_LIBTORCH_VERSION").map(str::to_string),
+        cuda_version: option_env!("NDHTL_LIBTORCH_CUDA").map(str::to_string),
+        gpus: cuda_device_count(),
+    }
+}
+
+impl fmt::Display for BuildInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backends: Vec<&str> = self.backends.iter().map(|b| b.as_str()).collect();
+        write!(f, "backends: {}", backends.join(", "))?;
+        if let Some(version) = &self.libtorch_version {
+            write!(f, "; libtorch {version}")?;
+            match &self.cuda_version {
+                Some(cuda) => write!(f, " (CUDA {cuda})")?,
+                None => write!(f, " (CPU only)")?,
+            }
+            write!(f, "; GPUs visible: {}", self.gpus)?;
+        }
+        Ok(())
+    }
+}
+
+/// The GPUs libtorch sees (0 without the `tch` feature or without CUDA).
+pub fn cuda_device_count() -> usize {
+    #[cfg(feature = "tch")]
+    {
+        tch::Cuda::device_count().max(0) as usize
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        0
+    }
+}
+
+/// The devices one slot each runs on: `cuda` means every GPU, one slot per GPU.
+pub fn slot_devices(spec: DeviceSpec, cpu_slots: u32) -> Result<Vec<DeviceSpec>, DeviceError> {
+    match spec {
+        DeviceSpec::Cpu => Ok(vec![DeviceSpec::Cpu; cpu_slots.max(1) as usize]),
+        DeviceSpec::Cuda(Some(index)) => Ok(vec![DeviceSpec::Cuda(Some(index))]),
+        DeviceSpec::Cuda(None) => {
+            if !BackendKind::Tch.is_compiled() {
+                return Err(DeviceError::NeedsTch {
+                    device: spec.to_string(),
+                });
+            }
+            let count = cuda_device_count();
+            if count == 0 {
+                return Err(DeviceError::NoGpu);
+            }
+            Ok((0..count)
+                .map(|index| DeviceSpec::Cuda(Some(index)))
+                .collect())
+        }
     }
 }
 

@@ -38,6 +38,12 @@ fn main() {
 
 fn run(command: Command) -> Result<()> {
     match command {
+        Command::Run(args) => cli::sweep_cmd::run(args),
+        Command::Plan(args) => cli::sweep_cmd::plan(args),
+        Command::Submit(args) => cli::sweep_cmd::submit(args),
+        Command::Status(args) => cli::sweep_cmd::status(args),
+        Command::Cancel(args) => cli::sweep_cmd::cancel(args),
+        Command::Report(args) => cli::sweep_cmd::report(args),
         Command::Data(command) => cli::data_cmd::run(command),
         Command::Train(command) => cli::train_cmd::run(command),
         Command::Export(args) => cli::train_cmd::export(args),

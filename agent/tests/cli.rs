@@ -277,3 +277,62 @@ fn version_names_the_compiled_backends() {
         "{stdout}"
     );
 }
+
+/// Every sweep we ship parses, validates against the class tables and expands to the job count
+/// its header comment promises.
+#[test]
+fn every_shipped_sweep_plans_to_its_documented_size() {
+    let sweeps = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps");
+    let expected = [
+        ("smoke.yaml", 9),
+        ("table3.yaml", 61),
+        ("grid-eta-k-clip.yaml", 651),
+        ("ablations.yaml", 331),
+        ("custom-targets.yaml", 13),
+    ];
+    let mut shipped: Vec<String> = std::fs::read_dir(&sweeps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    shipped.sort();
+    let mut listed: Vec<String> = expected.iter().map(|(f, _)| f.to_string()).collect();
+    listed.sort();
+    assert_eq!(shipped, listed, "every shipped sweep is checked here");
+    let dir = tempfile::tempdir().unwrap();
+    for (file, jobs) in expected {
+        let path = sweeps.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# "), "{file} starts with a comment");
+        let stdout = ok(ndhtl(dir.path(), &["plan", path.to_str().unwrap()]));
+        assert!(
+            stdout.contains(&format!("jobs: {jobs} (")),
+            "{file}: expected {jobs} jobs\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_sweep_is_refused_with_its_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "name: bad\nfinetune:\n  targets: [T1, T99]\n  k: 4\n",
+    )
+    .unwrap();
+    let output = ndhtl(dir.path(), &["plan", path.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.yaml:3:3: finetune.target:") && stderr.contains("T99"),
+        "{stderr}"
+    );
+    std::fs::write(&path, "name: bad\nfinetune:\n  k: 0\n").unwrap();
+    let stderr =
+        String::from_utf8_lossy(&ndhtl(dir.path(), &["plan", path.to_str().unwrap()]).stderr)
+            .into_owned();
+    assert!(
+        stderr.contains("bad.yaml:3:6: finetune.k: 0 is too small"),
+        "{stderr}"
+    );
+}

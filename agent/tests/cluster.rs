@@ -122,15 +122,17 @@ impl Cluster {
     fn add_agent(&mut self, data: &Path, work: &Path) {
         let options = AgentOptions {
             coordinator: format!("http://{}", self.address),
-            slots: 1,
-            device: DeviceSpec::Cpu,
+            slot_devices: vec![DeviceSpec::Cpu],
+            threads_per_slot: Some(1),
             backend: BackendKind::Flex,
             work_dir: work.to_path_buf(),
             hostname: "test".into(),
             idle_poll: Duration::from_millis(50),
+            duplicate_reports: false,
         };
         let runner = Arc::new(NdhtlRunner {
             data_dir: data.to_path_buf(),
+            generated_data_dir: work.join("data"),
             backend: Some(BackendKind::Flex),
         });
         let (stop, stopped) = watch::channel(false);

@@ -16,8 +16,9 @@ use rand_chacha::ChaCha8Rng;
 const D: usize = FEATURE_DIM;
 const C: usize = 4;
 
+/// flex on the CPU, or the device `NDHTL_TEST_DEVICE` names (`tch:cpu`, `tch:cuda:0`).
 fn device() -> Device {
-    Device::flex().autodiff()
+    ndhtl_agent::device::ComputeDevice::for_tests().autodiff()
 }
 
 /// A tensor's values on the host, as f64.

@@ -5,10 +5,9 @@
 
 use std::path::Path;
 
-use burn::tensor::Device;
 use ndhtl_agent::data::TaskSpec;
 use ndhtl_agent::data::synth::{SynthOptions, write_synthetic};
-use ndhtl_agent::device::{BackendKind, ComputeDevice, DeviceSpec};
+use ndhtl_agent::device::ComputeDevice;
 use ndhtl_agent::model::io::{export_safetensors, load_source_features};
 use ndhtl_agent::model::{AlexNetFeatures, CifarAlexNet};
 use ndhtl_agent::train::{
@@ -16,8 +15,9 @@ use ndhtl_agent::train::{
     TrainError, TrainingObserver, run_finetune, run_source,
 };
 
-fn flex() -> ComputeDevice {
-    ComputeDevice::resolve(DeviceSpec::Cpu, Some(BackendKind::Flex)).unwrap()
+/// flex on the CPU, or the device `NDHTL_TEST_DEVICE` names (`tch:cpu`, `tch:cuda:0`).
+fn test_device() -> ComputeDevice {
+    ComputeDevice::for_tests()
 }
 
 fn synth_data(dir: &Path, per_class_c10: usize, per_class_c100: usize) {
@@ -47,7 +47,7 @@ fn comparable(history: &[LifetimeMetrics]) -> Vec<LifetimeMetrics> {
 }
 
 fn random_features(seed: u64) -> AlexNetFeatures {
-    AlexNetFeatures::new(seed, &Device::flex())
+    AlexNetFeatures::new(seed, &test_device().device)
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn ndhtl_with_clip_zero_and_k_one_equals_stl() {
             random_features(3),
             "src",
             &data,
-            &flex(),
+            &test_device(),
             None,
             &mut NoObserver,
             &CancelToken::new(),
@@ -151,7 +151,7 @@ fn an_interrupted_and_resumed_run_equals_an_uninterrupted_one() {
             random_features(4),
             "src",
             &data,
-            &flex(),
+            &test_device(),
             None,
             &mut NoObserver,
             &CancelToken::new(),
@@ -169,7 +169,7 @@ fn an_interrupted_and_resumed_run_equals_an_uninterrupted_one() {
             random_features(4),
             "src",
             &data,
-            &flex(),
+            &test_device(),
             Some(run_dir.path()),
             &mut observer,
             &token,
@@ -190,7 +190,7 @@ fn an_interrupted_and_resumed_run_equals_an_uninterrupted_one() {
             random_features(4),
             "src",
             &data,
-            &flex(),
+            &test_device(),
             Some(run_dir.path()),
             &mut NoObserver,
             &CancelToken::new(),
@@ -215,7 +215,7 @@ fn an_interrupted_and_resumed_run_equals_an_uninterrupted_one() {
             random_features(4),
             "src",
             &data,
-            &flex(),
+            &test_device(),
             Some(run_dir.path()),
             &mut NoObserver,
             &CancelToken::new(),
@@ -246,7 +246,7 @@ fn same_seed_same_numbers_different_seed_different_numbers() {
                 random_features(1),
                 "s",
                 &data,
-                &flex(),
+                &test_device(),
                 None,
                 &mut NoObserver,
                 &CancelToken::new(),
@@ -275,7 +275,7 @@ fn source_training_and_both_fine_tunings_learn_far_above_chance() {
     let source = run_source(
         &source_config,
         &source_data,
-        &flex(),
+        &test_device(),
         None,
         &mut NoObserver,
         &CancelToken::new(),
@@ -290,7 +290,7 @@ fn source_training_and_both_fine_tunings_learn_far_above_chance() {
     // Round-trip the source through PyTorch naming, as a user bringing their own weights would.
     let exported = dir.path().join("source.safetensors");
     export_safetensors(&source.model, &exported).unwrap();
-    let features = load_source_features(&exported, 0, &Device::flex()).unwrap();
+    let features = load_source_features(&exported, 0, &test_device().device).unwrap();
 
     let target: TaskSpec = "T1".parse().unwrap();
     let target_data = TaskData::load(dir.path(), &target, None).unwrap();
@@ -307,7 +307,7 @@ fn source_training_and_both_fine_tunings_learn_far_above_chance() {
             features.clone(),
             "src",
             &target_data,
-            &flex(),
+            &test_device(),
             None,
             &mut NoObserver,
             &CancelToken::new(),
@@ -344,7 +344,7 @@ fn source_training_and_both_fine_tunings_learn_far_above_chance() {
 #[test]
 fn exported_safetensors_use_pytorch_names_and_layouts_and_reload_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let model = CifarAlexNet::new(10, 7, &Device::flex());
+    let model = CifarAlexNet::new(10, 7, &test_device().device);
     let path = dir.path().join("m.safetensors");
     export_safetensors(&model, &path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
@@ -364,10 +364,10 @@ fn exported_safetensors_use_pytorch_names_and_layouts_and_reload_exactly() {
         "PyTorch's out×in"
     );
 
-    let reloaded = load_source_features(&path, 99, &Device::flex()).unwrap();
+    let reloaded = load_source_features(&path, 99, &test_device().device).unwrap();
     let original = model.features.conv4.weight.val().into_data();
     assert_eq!(reloaded.conv4.weight.val().into_data(), original);
 
     let missing = dir.path().join("nope.pt");
-    assert!(load_source_features(&missing, 0, &Device::flex()).is_err());
+    assert!(load_source_features(&missing, 0, &test_device().device).is_err());
 }

@@ -4,8 +4,9 @@
 
 use ndhtl_core::config::{FinetuneConfig, SourceConfig};
 use ndhtl_core::ids::{TRAINING_CODE_VERSION, content_hash};
+use ndhtl_core::sweep::{BackendName, DeviceName, ResourceRequest, SweepPlan};
 
-use crate::domain::{JobKind, JobSpec, Resources};
+use crate::domain::{DeviceKind, JobKind, JobSpec, Resources};
 
 fn canonical<T: serde::Serialize>(config: &T) -> String {
     serde_json::to_string(config).expect("configurations serialise")
@@ -43,6 +44,65 @@ pub fn finetune_job(config: &FinetuneConfig, source: &JobSpec, resources: Resour
         depends_on: Some(source.id.clone()),
         resources,
     }
+}
+
+/// What a sweep's `resources` section asks of agents.
+pub fn resources_of(request: &ResourceRequest) -> Resources {
+    Resources {
+        backend: request.backend.map(|backend| {
+            match backend {
+                BackendName::Flex => "flex",
+                BackendName::Tch => "tch",
+            }
+            .to_string()
+        }),
+        device: request.device.map(|device| match device {
+            DeviceName::Cpu => DeviceKind::Cpu,
+            DeviceName::Cuda => DeviceKind::Cuda,
+        }),
+    }
+}
+
+/// Every job of an expanded sweep: its source jobs first, then the fine-tunes of each source.
+pub fn jobs_of_plan(plan: &SweepPlan) -> Vec<JobSpec> {
+    let resources = resources_of(&plan.resources);
+    let sources: Vec<JobSpec> = plan
+        .sources
+        .iter()
+        .map(|config| source_job(config, resources.clone()))
+        .collect();
+    let finetunes = plan
+        .finetunes
+        .iter()
+        .map(|planned| finetune_job(&planned.config, &sources[planned.source], resources.clone()));
+    let mut jobs = sources.clone();
+    jobs.extend(finetunes);
+    jobs
+}
+
+/// A sweep's id: its name (as a slug) and a hash of its jobs, so submitting the same sweep
+/// twice names the same sweep, and a changed sweep gets a new id.
+pub fn sweep_id(name: &str, jobs: &[JobSpec]) -> String {
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .split('-')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+    format!(
+        "{}-{}",
+        if slug.is_empty() { "sweep" } else { &slug },
+        &content_hash(&ids)[..10]
+    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::Dataset;
 use crate::plastic::{LossKind, PlasticConfig, PlasticityRule};
 
 /// Fine-tuning method.
@@ -147,6 +148,9 @@ pub struct SourceConfig {
     pub train_per_class: Option<usize>,
     pub augment: bool,
     pub eval_batch_size: usize,
+    /// The data it trains on (the official CIFAR in the agent's data folder by default).
+    #[serde(skip_serializing_if = "Dataset::is_cifar")]
+    pub dataset: Dataset,
 }
 
 impl Default for SourceConfig {
@@ -164,6 +168,7 @@ impl Default for SourceConfig {
             train_per_class: None,
             augment: true,
             eval_batch_size: 1000,
+            dataset: Dataset::Cifar,
         }
     }
 }
@@ -236,6 +241,9 @@ pub struct FinetuneConfig {
     pub loss_steps: LossSteps,
     pub k_reduce: KReduce,
     pub eval_batch_size: usize,
+    /// The data it trains on (the official CIFAR in the agent's data folder by default).
+    #[serde(skip_serializing_if = "Dataset::is_cifar")]
+    pub dataset: Dataset,
 }
 
 impl Default for FinetuneConfig {
@@ -261,6 +269,7 @@ impl Default for FinetuneConfig {
             loss_steps: LossSteps::All,
             k_reduce: KReduce::Sum,
             eval_batch_size: 1000,
+            dataset: Dataset::Cifar,
         }
     }
 }

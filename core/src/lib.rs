@@ -4,9 +4,15 @@
 //!   the spec's defaults and their validation;
 //! - [`plastic`]: the settings of the plastic layer and the loss;
 //! - [`metrics`]: the per-lifetime records and run summaries jobs report;
+//! - [`dataset`]: which data a job trains on (real CIFAR or generated);
+//! - [`sweep`]: the YAML sweep language, its validation and its expansion into jobs;
+//! - [`report`]: Table 3 and other reports from a sweep's results;
 //! - [`ids`]: content-derived ids of job configurations.
 
 pub mod config;
+pub mod dataset;
 pub mod ids;
 pub mod metrics;
 pub mod plastic;
+pub mod report;
+pub mod sweep;

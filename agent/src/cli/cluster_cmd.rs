@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ndhtl_agent::device::{BackendKind, ComputeDevice, DeviceSpec};
+use ndhtl_agent::device::{BackendKind, ComputeDevice, DeviceSpec, build_info, slot_devices};
 use ndhtl_agent::runtime::runner::NdhtlRunner;
 use ndhtl_agent::runtime::{AgentOptions, run_agent};
 use ndhtl_coordinator::service::cli::CoordinatorArgs;
@@ -25,14 +25,23 @@ pub struct AgentArgs {
     /// (batch-1 jobs gain little from a second thread, so one slot per core is a good start).
     #[arg(long, env = "NDHTL_SLOTS", default_value_t = 1)]
     pub slots: u32,
-    /// `cpu`, or `cuda:N` for one GPU (needs the tch build).
+    /// `cpu`; `cuda` for every GPU of the machine, one slot each; or `cuda:N` for one GPU
+    /// (GPUs need the tch build). On a GPU, `--slots` is ignored: one job runs per GPU.
     #[arg(long, env = "NDHTL_DEVICE", default_value = "cpu")]
     pub device: String,
+    /// CPU threads each job may use, so that several CPU slots do not oversubscribe the cores
+    /// (default: cores ÷ slots on the CPU, the library default on a GPU).
+    #[arg(long, env = "NDHTL_THREADS_PER_SLOT")]
+    pub threads_per_slot: Option<usize>,
+    /// Fault injection for chaos tests: send every metrics report twice.
+    #[arg(long, hide = true, env = "NDHTL_CHAOS_DUPLICATE_REPORTS")]
+    pub chaos_duplicate_reports: bool,
     /// Backend (default: tch when compiled in, else flex).
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
-    /// Data folder with cifar-10-batches-bin/ and cifar-100-binary/ on this machine.
-    #[arg(long, env = "NDHTL_DATA")]
+    /// Data folder with cifar-10-batches-bin/ and cifar-100-binary/ on this machine (jobs on
+    /// generated data need none: the agent makes it under its work folder).
+    #[arg(long, env = "NDHTL_DATA", default_value = "data")]
     pub data: PathBuf,
     /// Job folders and the artifact cache of this agent.
     #[arg(long, env = "NDHTL_WORK_DIR", default_value = "ndhtl-agent")]
@@ -55,17 +64,25 @@ pub fn agent(args: AgentArgs) -> Result<()> {
     let spec: DeviceSpec = args.device.parse()?;
     let device = ComputeDevice::resolve(spec, args.backend)?;
     let hostname = std::env::var("HOSTNAME").unwrap_or_else(|_| "agent".into());
+    let slot_devices = slot_devices(spec, args.slots)?;
+    let threads_per_slot = args.threads_per_slot.or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (spec == DeviceSpec::Cpu).then(|| (cores / slot_devices.len()).max(1))
+    });
+    tracing::info!(slots = slot_devices.len(), ?threads_per_slot, build = %build_info(), "agent starting");
     let options = AgentOptions {
         coordinator: args.coordinator,
-        slots: args.slots.max(1),
-        device: spec,
+        slot_devices,
+        threads_per_slot,
         backend: device.backend,
-        work_dir: args.work_dir,
+        work_dir: args.work_dir.clone(),
         hostname,
         idle_poll: Duration::from_millis(500),
+        duplicate_reports: args.chaos_duplicate_reports,
     };
     let runner = Arc::new(NdhtlRunner {
         data_dir: args.data,
+        generated_data_dir: args.work_dir.join("data"),
         backend: Some(device.backend),
     });
     runtime()?.block_on(async move {

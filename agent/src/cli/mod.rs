@@ -4,6 +4,7 @@ pub mod bench_cmd;
 pub mod cluster_cmd;
 pub mod data_cmd;
 pub mod progress;
+pub mod sweep_cmd;
 pub mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -18,10 +19,15 @@ pub fn long_version() -> &'static str {
         "{} (backends: {}; burn 0.22.1{})",
         env!("CARGO_PKG_VERSION"),
         backends.join(", "),
-        if cfg!(feature = "tch") {
-            ", libtorch via burn-tch"
-        } else {
-            ""
+        match (
+            option_env!("NDHTL_LIBTORCH_VERSION"),
+            option_env!("NDHTL_LIBTORCH_CUDA"),
+        ) {
+            (Some(torch), Some(cuda)) =>
+                format!("; libtorch {torch} with CUDA {cuda} via burn-tch"),
+            (Some(torch), None) => format!("; libtorch {torch}, CPU only, via burn-tch"),
+            _ if cfg!(feature = "tch") => "; libtorch via burn-tch".to_string(),
+            _ => String::new(),
         }
     );
     Box::leak(text.into_boxed_str())
@@ -56,6 +62,19 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a sweep here: a coordinator and N local agents in one process, with progress bars,
+    /// ending with the results table (the main command).
+    Run(sweep_cmd::RunArgs),
+    /// Check and expand a sweep without running it: job count, sample, reuse, compute.
+    Plan(sweep_cmd::PlanArgs),
+    /// Submit a sweep to a coordinator.
+    Submit(sweep_cmd::SubmitArgs),
+    /// Show sweeps, agents and failures (`--watch` to follow).
+    Status(sweep_cmd::StatusArgs),
+    /// Cancel a sweep's unfinished jobs.
+    Cancel(sweep_cmd::CancelArgs),
+    /// Table 3 of a sweep's results (markdown, CSV or JSON), also while it runs.
+    Report(sweep_cmd::ReportArgs),
     /// Prepare data: download the official CIFAR archives, or generate synthetic data.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),

@@ -228,6 +228,8 @@ impl FinetuneArgs {
             loss_steps: self.loss_steps,
             k_reduce: self.k_reduce,
             eval_batch_size: self.eval_batch_size,
+            // `--data` names the folder; the CLI trains on whatever CIFAR-format data is there.
+            dataset: Default::default(),
         }
     }
 }

@@ -22,27 +22,8 @@ use super::labels::{
     CIFAR10_CLASS_NAMES, CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_COARSE,
 };
 
-/// How much synthetic data to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SynthOptions {
-    pub seed: u64,
-    pub cifar10_train_per_class: usize,
-    pub cifar10_test_per_class: usize,
-    pub cifar100_train_per_class: usize,
-    pub cifar100_test_per_class: usize,
-}
-
-impl Default for SynthOptions {
-    fn default() -> Self {
-        SynthOptions {
-            seed: 0,
-            cifar10_train_per_class: 200,
-            cifar10_test_per_class: 50,
-            cifar100_train_per_class: 60,
-            cifar100_test_per_class: 20,
-        }
-    }
-}
+/// How much synthetic data to write (the same settings a sweep's `data: {synthetic: …}` names).
+pub use ndhtl_core::dataset::SyntheticData as SynthOptions;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write synthetic data to {path}: {source}")]
@@ -153,6 +134,40 @@ fn lines(names: &[&str]) -> String {
 }
 
 /// Writes `cifar-10-batches-bin/` and `cifar-100-binary/` under `out`.
+/// Makes the generated data for `options` under `root` once, and returns its folder. Safe
+/// against concurrent callers (slots of one agent, agents sharing a folder): the data is
+/// written into a staging folder and renamed into place, and a finished folder is reused.
+pub fn ensure_synthetic(root: &Path, options: &SynthOptions) -> Result<PathBuf, SynthError> {
+    let name = ndhtl_core::dataset::Dataset::Synthetic(*options).label();
+    let dir = root.join(&name);
+    if dir.join(SYNTH_DONE_MARKER).exists() {
+        return Ok(dir);
+    }
+    let staging = root.join(format!(
+        ".{name}.{}.{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SynthError { path, source }
+    };
+    let _ = fs::remove_dir_all(&staging);
+    write_synthetic(&staging, options)?;
+    fs::write(staging.join(SYNTH_DONE_MARKER), b"").map_err(io(&staging))?;
+    match fs::rename(&staging, &dir) {
+        Ok(()) => Ok(dir),
+        // Another writer finished first: its bytes are the same; keep them.
+        Err(_) if dir.join(SYNTH_DONE_MARKER).exists() => {
+            let _ = fs::remove_dir_all(&staging);
+            Ok(dir)
+        }
+        Err(source) => Err(SynthError { path: dir, source }),
+    }
+}
+
+const SYNTH_DONE_MARKER: &str = ".complete";
+
 pub fn write_synthetic(out: &Path, options: &SynthOptions) -> Result<SynthSummary, SynthError> {
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let cifar10_dir = out.join(CIFAR10_DIR_NAME);

@@ -19,20 +19,27 @@ use tonic::{Code, Status};
 use crate::device::{BackendKind, DeviceSpec};
 use crate::train::CancelToken;
 use runner::{JobInput, JobRunner, LifetimeEvent, has_files};
+use tracing::Instrument;
 
 /// How an agent runs.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
     /// `http://host:port` of the coordinator.
     pub coordinator: String,
-    pub slots: u32,
-    pub device: DeviceSpec,
+    /// The device of each slot: one job runs per slot (one slot per GPU; on the CPU, as many as
+    /// asked for). Build it with [`crate::device::slot_devices`].
+    pub slot_devices: Vec<DeviceSpec>,
+    /// CPU threads each job may use (flex's rayon pool, libtorch's intra-op threads), so that
+    /// several slots on one machine do not oversubscribe its cores. `None`: the library default.
+    pub threads_per_slot: Option<usize>,
     pub backend: BackendKind,
     /// Job folders and the artifact cache.
     pub work_dir: PathBuf,
     pub hostname: String,
     /// Wait between lease requests when there is no work.
     pub idle_poll: Duration,
+    /// Fault injection (chaos tests): send every metrics report twice.
+    pub duplicate_reports: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,28 +79,41 @@ impl Shared {
     }
 }
 
+impl AgentOptions {
+    pub fn slots(&self) -> u32 {
+        self.slot_devices.len() as u32
+    }
+}
+
 fn capabilities(options: &AgentOptions) -> v1::AgentCapabilities {
-    let devices = match options.device {
-        DeviceSpec::Cpu => vec![v1::Device {
-            kind: "cpu".into(),
-            index: 0,
-            name: "cpu".into(),
-            memory_bytes: 0,
-        }],
-        DeviceSpec::Cuda(index) => vec![v1::Device {
-            kind: "cuda".into(),
-            index: index.unwrap_or(0) as u32,
-            name: String::new(),
-            memory_bytes: 0,
-        }],
-    };
+    let mut distinct = options.slot_devices.clone();
+    distinct.dedup();
+    let devices = distinct
+        .into_iter()
+        .map(|device| match device {
+            DeviceSpec::Cpu => v1::Device {
+                kind: "cpu".into(),
+                index: 0,
+                name: "cpu".into(),
+                memory_bytes: 0,
+            },
+            DeviceSpec::Cuda(index) => v1::Device {
+                kind: "cuda".into(),
+                index: index.unwrap_or(0) as u32,
+                name: String::new(),
+                memory_bytes: 0,
+            },
+        })
+        .collect();
+    let build = crate::device::build_info();
     v1::AgentCapabilities {
         backend: options.backend.as_str().into(),
         devices,
-        slots: options.slots,
+        slots: options.slots(),
         version: env!("CARGO_PKG_VERSION").into(),
         hostname: options.hostname.clone(),
-        ..Default::default()
+        libtorch_version: build.libtorch_version.unwrap_or_default(),
+        cuda_version: build.cuda_version.unwrap_or_default(),
     }
 }
 
@@ -154,7 +174,7 @@ async fn register(
         }
     }
     *shared.agent_id.lock().expect("agent id lock") = response.agent_id.clone();
-    tracing::info!(agent = %response.agent_id, coordinator = %shared.options.coordinator, slots = shared.options.slots, "registered");
+    tracing::info!(agent = %response.agent_id, coordinator = %shared.options.coordinator, slots = shared.options.slots(), "registered");
     Ok(response)
 }
 
@@ -187,7 +207,7 @@ pub async fn run_agent(
         heartbeat_every,
         shutdown.clone(),
     )));
-    for slot in 0..shared.options.slots {
+    for slot in 0..shared.options.slots() {
         tasks.push(tokio::spawn(slot_loop(
             Arc::clone(&shared),
             slot,
@@ -213,7 +233,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, every: Duration, shutdown: watch::R
             running: shared.running(),
             free_slots: shared
                 .options
-                .slots
+                .slots()
                 .saturating_sub(shared.running().len() as u32),
         };
         let mut client = shared.client.clone();
@@ -258,7 +278,7 @@ async fn slot_loop(shared: Arc<Shared>, slot: u32, shutdown: watch::Receiver<boo
         })
         .await;
         match lease {
-            Ok(Some(lease)) => run_leased(&shared, lease, &shutdown).await,
+            Ok(Some(lease)) => run_leased(&shared, slot, lease, &shutdown).await,
             Ok(None) => tokio::time::sleep(shared.options.idle_poll).await,
             Err(status) => {
                 tracing::warn!(slot, error = %status.message(), "lease refused");
@@ -274,12 +294,38 @@ enum Finish {
     Failed(runner::RunnerError),
 }
 
-async fn run_leased(shared: &Arc<Shared>, lease: v1::JobLease, shutdown: &watch::Receiver<bool>) {
+async fn run_leased(
+    shared: &Arc<Shared>,
+    slot: u32,
+    lease: v1::JobLease,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let Some(job) = lease.job.as_ref() else {
+        return;
+    };
+    // `instrument`, not `enter`: a span entered across an await leaks into other tasks' logs.
+    let span = tracing::info_span!("job", job = %&job.job_id[..job.job_id.len().min(12)], attempt = job.attempt, slot);
+    run_leased_in_span(shared, slot, lease, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn run_leased_in_span(
+    shared: &Arc<Shared>,
+    slot: u32,
+    lease: v1::JobLease,
+    shutdown: &watch::Receiver<bool>,
+) {
     let Some(job) = lease.job.clone() else { return };
     let attempt_key = (job.job_id.clone(), job.attempt);
-    let span = tracing::info_span!("job", job = %&job.job_id[..job.job_id.len().min(12)], attempt = job.attempt);
-    let _enter = span.enter();
-    tracing::info!(kind = %lease.kind, device = %lease.device, "leased");
+    // The agent knows which GPU each of its slots owns; the coordinator only counts slots.
+    let device = shared
+        .options
+        .slot_devices
+        .get(slot as usize)
+        .map(|device| device.to_string())
+        .unwrap_or_else(|| lease.device.clone());
+    tracing::info!(kind = %lease.kind, %device, "leased");
     let work = &shared.options.work_dir;
     let run_dir = work.join("jobs").join(&job.job_id);
     let cache = work.join("artifacts");
@@ -331,7 +377,7 @@ async fn run_leased(shared: &Arc<Shared>, lease: v1::JobLease, shutdown: &watch:
     let input = JobInput {
         kind: lease.kind.clone(),
         config_json: lease.config_json.clone(),
-        device: lease.device.clone(),
+        device,
         run_dir,
         source_model,
         source_id: lease.source_artifact.clone(),
@@ -339,11 +385,12 @@ async fn run_leased(shared: &Arc<Shared>, lease: v1::JobLease, shutdown: &watch:
     let (events, mut event_receiver) = tokio::sync::mpsc::unbounded_channel::<LifetimeEvent>();
     let runner = Arc::clone(&shared.runner);
     let run_token = token.clone();
+    let threads = shared.options.threads_per_slot;
     let worker = tokio::task::spawn_blocking(move || {
         let mut forward = |event: LifetimeEvent| {
             let _ = events.send(event);
         };
-        runner.run(&input, &mut forward, &run_token)
+        crate::device::with_cpu_threads(threads, || runner.run(&input, &mut forward, &run_token))
     });
     while let Some(event) = event_receiver.recv().await {
         if let Err(status) = report_lifetime(shared, &job, event, shutdown).await {
@@ -422,17 +469,26 @@ async fn report_lifetime(
         metrics_json: serde_json::to_string(&event.metrics).expect("metrics serialise"),
         checkpoint_artifact,
     };
-    with_retry("report", shutdown, || {
-        let report = report.clone();
-        let mut client = client.clone();
-        async move {
-            client
-                .report_metrics(tokio_stream::iter(vec![report]))
-                .await
-                .map(|_| ())
-        }
-    })
-    .await?;
+    // Fault injection for the chaos tests: every report is sent twice, as a retry after a
+    // lost response would; the coordinator must store it once.
+    let sends = if shared.options.duplicate_reports {
+        2
+    } else {
+        1
+    };
+    for _ in 0..sends {
+        with_retry("report", shutdown, || {
+            let report = report.clone();
+            let mut client = client.clone();
+            async move {
+                client
+                    .report_metrics(tokio_stream::iter(vec![report]))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await?;
+    }
     Ok(())
 }
 

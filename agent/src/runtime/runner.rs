@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use ndhtl_core::config::{FinetuneConfig, SourceConfig};
 use ndhtl_core::metrics::{LifetimeMetrics, RunSummary};
 
+use ndhtl_core::dataset::Dataset;
+
 use crate::data::TaskSpec;
+use crate::data::synth::ensure_synthetic;
 use crate::device::{BackendKind, ComputeDevice, DeviceSpec};
 use crate::model::io::{SourceInfo, load_source_features, save_source_model};
 use crate::train::checkpoint::checkpoint_dir;
@@ -79,9 +82,11 @@ pub trait JobRunner: Send + Sync + 'static {
     ) -> Result<JobOutput, RunnerError>;
 }
 
-/// Trains with the NDHTL library on the data under `data_dir`.
+/// Trains with the NDHTL library: on the official CIFAR under `data_dir`, or on generated data
+/// it makes under `generated_data_dir` when the job asks for it.
 pub struct NdhtlRunner {
     pub data_dir: PathBuf,
+    pub generated_data_dir: PathBuf,
     pub backend: Option<BackendKind>,
 }
 
@@ -102,6 +107,18 @@ impl TrainingObserver for Forward<'_> {
 pub const SOURCE_MODEL_FILE: &str = "source.bpk";
 
 impl NdhtlRunner {
+    /// The folder holding the job's data.
+    fn data_dir(&self, dataset: &Dataset) -> Result<PathBuf, RunnerError> {
+        match dataset {
+            Dataset::Cifar => Ok(self.data_dir.clone()),
+            Dataset::Synthetic(settings) => ensure_synthetic(&self.generated_data_dir, settings)
+                .map_err(|error| RunnerError {
+                    message: error.to_string(),
+                    retryable: true,
+                }),
+        }
+    }
+
     fn device(&self, device: &str) -> Result<ComputeDevice, RunnerError> {
         let spec: DeviceSpec = device.parse().map_err(fatal)?;
         ComputeDevice::resolve(spec, self.backend).map_err(fatal)
@@ -127,7 +144,11 @@ impl NdhtlRunner {
         )
         .map_err(fatal)?;
         let task: TaskSpec = config.task.parse().map_err(fatal)?;
-        let data = TaskData::load(&self.data_dir, &task, config.train_per_class)?;
+        let data = TaskData::load(
+            &self.data_dir(&config.dataset)?,
+            &task,
+            config.train_per_class,
+        )?;
         let outcome = run_finetune(
             &config,
             features,
@@ -154,7 +175,11 @@ impl NdhtlRunner {
             .map_err(|e| fatal(format!("source configuration: {e}")))?;
         let device = self.device(&input.device)?;
         let task: TaskSpec = config.task.parse().map_err(fatal)?;
-        let data = TaskData::load(&self.data_dir, &task, config.train_per_class)?;
+        let data = TaskData::load(
+            &self.data_dir(&config.dataset)?,
+            &task,
+            config.train_per_class,
+        )?;
         let outcome = run_source(
             &config,
             &data,

@@ -42,6 +42,29 @@ pub fn capabilities_from_proto(
     })
 }
 
+/// The domain side of an agent's capabilities, for status tables.
+pub fn capabilities_to_proto(capabilities: &AgentCapabilities) -> v1::AgentCapabilities {
+    v1::AgentCapabilities {
+        backend: capabilities.backend.clone(),
+        devices: capabilities
+            .devices
+            .iter()
+            .map(|kind| v1::Device {
+                kind: match kind {
+                    DeviceKind::Cpu => "cpu",
+                    DeviceKind::Cuda => "cuda",
+                }
+                .into(),
+                ..Default::default()
+            })
+            .collect(),
+        slots: capabilities.slots,
+        version: capabilities.version.clone(),
+        hostname: capabilities.hostname.clone(),
+        ..Default::default()
+    }
+}
+
 pub fn attempts_from_proto(wire: Vec<v1::JobAttempt>) -> Vec<(JobId, u32)> {
     wire.into_iter().map(|a| (a.job_id, a.attempt)).collect()
 }

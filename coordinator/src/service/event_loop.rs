@@ -29,7 +29,7 @@ pub enum ServiceError {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
-type Inspector = Box<dyn FnOnce(&ClusterState, &Store) + Send>;
+type Inspector = Box<dyn FnOnce(&ClusterState, &Store, u64) + Send>;
 
 enum Command {
     Register {
@@ -248,7 +248,7 @@ fn run(mut state: ClusterState, mut store: Store, receiver: Receiver<Command>, c
                 answer(&mut store, reply, Ok(((), changes)))
             }
             Command::Inspect { inspect } => {
-                inspect(&state, &store);
+                inspect(&state, &store, now);
                 true
             }
             Command::Stop => return,
@@ -399,10 +399,19 @@ impl CoordinatorHandle {
         &self,
         inspect: impl FnOnce(&ClusterState, &Store) -> T + Send + 'static,
     ) -> Result<T, ServiceError> {
+        self.inspect_at(move |state, store, _| inspect(state, store))
+            .await
+    }
+
+    /// [`CoordinatorHandle::inspect`], also given the loop's clock reading (Unix ms).
+    pub async fn inspect_at<T: Send + 'static>(
+        &self,
+        inspect: impl FnOnce(&ClusterState, &Store, u64) -> T + Send + 'static,
+    ) -> Result<T, ServiceError> {
         let (reply, response) = oneshot::channel();
         let command = Command::Inspect {
-            inspect: Box::new(move |state, store| {
-                let _ = reply.send(inspect(state, store));
+            inspect: Box::new(move |state, store, now| {
+                let _ = reply.send(inspect(state, store, now));
             }),
         };
         self.sender

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod event_loop;
 pub mod run;
 pub mod server;
+pub mod sweep_api;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use event_loop::{CoordinatorHandle, ServiceError, spawn_event_loop};

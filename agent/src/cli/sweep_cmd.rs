@@ -1,0 +1,619 @@
+//! The sweep commands: `ndhtl plan`, `submit`, `status`, `cancel`, `report`, and `run` (a
+//! coordinator and N local agents in one process, the main command).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use ndhtl_agent::data::DatasetKind;
+use ndhtl_agent::data::TaskSpec;
+use ndhtl_agent::data::download::{
+    DownloadOptions, OFFICIAL_BASE_URL, default_cache_dir, download_dataset,
+};
+use ndhtl_agent::device::{BackendKind, DeviceSpec, build_info, slot_devices};
+use ndhtl_agent::runtime::runner::NdhtlRunner;
+use ndhtl_agent::runtime::{AgentOptions, run_agent};
+use ndhtl_coordinator::jobs::{jobs_of_plan, sweep_id};
+use ndhtl_coordinator::service::SystemClock;
+use ndhtl_coordinator::service::event_loop::spawn_event_loop;
+use ndhtl_coordinator::service::server::serve;
+use ndhtl_coordinator::state::Timing;
+use ndhtl_coordinator::store::{ArtifactStore, Store};
+use ndhtl_core::config::{FinetuneConfig, Method};
+use ndhtl_core::metrics::RunSummary;
+use ndhtl_core::report::{FinetuneOutcome, LifetimeView, table3};
+use ndhtl_core::sweep::{DEFAULT_MAX_JOBS, SweepDefinition, SweepPlan, parse_sweep};
+use ndhtl_proto::v1;
+use ndhtl_proto::v1::sweep_service_client::SweepServiceClient;
+use tonic::transport::Channel;
+
+/// Parses and expands a sweep file with the full target check (class tables included).
+fn load_sweep(path: &Path, max_jobs: u64) -> Result<(SweepDefinition, SweepPlan, String)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading sweep file {}", path.display()))?;
+    let check_target = |target: &str| {
+        target
+            .parse::<TaskSpec>()
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    };
+    let name = path.display().to_string();
+    let definition = parse_sweep(&text, &name, &check_target)?;
+    let plan = definition.expand(max_jobs)?;
+    for warning in &plan.warnings {
+        eprintln!("{warning}");
+    }
+    Ok((definition, plan, text))
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The sweep file.
+    pub sweep: PathBuf,
+    /// A coordinator state folder: jobs already succeeded there are marked as reused.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Jobs listed as a sample.
+    #[arg(long, default_value_t = 8)]
+    pub sample: usize,
+    /// Refuse sweeps implying more jobs than this (a sweep's `max_jobs` overrides it).
+    #[arg(long, default_value_t = DEFAULT_MAX_JOBS)]
+    pub max_jobs: u64,
+}
+
+/// Training images one fine-tune or source job processes, from its configuration: the
+/// official CIFAR sizes, or the generated data's.
+fn images_processed(plan: &SweepPlan) -> (f64, f64) {
+    use ndhtl_core::dataset::Dataset;
+    let (c10_per_class, c100_per_class) = match plan.dataset {
+        Dataset::Cifar => (5000.0, 500.0),
+        Dataset::Synthetic(s) => (
+            s.cifar10_train_per_class as f64,
+            s.cifar100_train_per_class as f64,
+        ),
+    };
+    let source: f64 = plan
+        .sources
+        .iter()
+        .map(|s| {
+            let per_class = s
+                .train_per_class
+                .map_or(c10_per_class, |n| (n as f64).min(c10_per_class));
+            s.epochs as f64 * per_class * 10.0
+        })
+        .sum();
+    let finetune: f64 = plan
+        .finetunes
+        .iter()
+        .map(|f| {
+            let per_class = f
+                .config
+                .train_per_class
+                .map_or(c100_per_class, |n| (n as f64).min(c100_per_class));
+            f.config.lifetimes as f64 * per_class * 10.0
+        })
+        .sum();
+    (source, finetune)
+}
+
+/// Measured on a 2-core Xeon with flex (README, "Benchmarks"): batch 128 and batch 1.
+const FLEX_SOURCE_IMAGES_PER_SECOND: f64 = 365.0;
+const FLEX_FINETUNE_IMAGES_PER_SECOND: f64 = 50.0;
+
+pub fn plan(args: PlanArgs) -> Result<()> {
+    let (_, plan, _) = load_sweep(&args.sweep, args.max_jobs)?;
+    let jobs = jobs_of_plan(&plan);
+    let id = sweep_id(&plan.name, &jobs);
+    let done: std::collections::BTreeSet<String> = match &args.state_dir {
+        Some(dir) => {
+            let store = Store::open(dir)?;
+            store
+                .load()?
+                .jobs
+                .into_iter()
+                .filter(|job| job.state.name() == "succeeded")
+                .map(|job| job.spec.id)
+                .collect()
+        }
+        None => Default::default(),
+    };
+    let reused = jobs.iter().filter(|job| done.contains(&job.id)).count();
+    println!("sweep {} ({id})", plan.name);
+    if let Some(description) = &plan.description {
+        println!("  {}", description.trim());
+    }
+    println!(
+        "jobs: {} ({} source, {} fine-tune); already in the store, reused: {reused}",
+        jobs.len(),
+        plan.sources.len(),
+        plan.finetunes.len()
+    );
+    println!("data: {}", plan.dataset.label());
+    let (source_images, finetune_images) = images_processed(&plan);
+    println!(
+        "compute: {:.3e} source + {:.3e} fine-tune training images; about {:.1} CPU-core-pair hours at the measured flex rates ({FLEX_SOURCE_IMAGES_PER_SECOND} img/s at batch 128, {FLEX_FINETUNE_IMAGES_PER_SECOND} img/s at batch 1; a GPU is far faster)",
+        source_images,
+        finetune_images,
+        (source_images / FLEX_SOURCE_IMAGES_PER_SECOND
+            + finetune_images / FLEX_FINETUNE_IMAGES_PER_SECOND)
+            / 3600.0
+    );
+    println!("\n| job | kind | target | method | seed | lifetimes | K | η | clip | lr | reused |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for job in jobs.iter().take(args.sample) {
+        let reused = if done.contains(&job.id) { "yes" } else { "" };
+        match serde_json::from_str::<FinetuneConfig>(&job.config_json) {
+            Ok(c) if job.depends_on.is_some() => println!(
+                "| {} | fine-tune | {} | {} | {} | {} | {} | {} | {} | {} | {reused} |",
+                &job.id[..12],
+                c.task,
+                c.method.as_str(),
+                c.seed,
+                c.lifetimes,
+                if c.method == Method::Ndhtl {
+                    c.k.to_string()
+                } else {
+                    "—".into()
+                },
+                if c.method == Method::Ndhtl {
+                    c.eta.to_string()
+                } else {
+                    "—".into()
+                },
+                if c.method == Method::Ndhtl {
+                    c.plastic.clip.to_string()
+                } else {
+                    "—".into()
+                },
+                c.lr
+            ),
+            _ => println!("| {} | source | | | | | | | | | {reused} |", &job.id[..12]),
+        }
+    }
+    if jobs.len() > args.sample {
+        println!(
+            "| … {} more | | | | | | | | | | |",
+            jobs.len() - args.sample
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The coordinator's gRPC address.
+    #[arg(
+        long,
+        env = "NDHTL_COORDINATOR",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub coordinator: String,
+}
+
+async fn connect(address: &str) -> Result<SweepServiceClient<Channel>> {
+    let channel = Channel::from_shared(address.to_string())
+        .with_context(|| format!("invalid coordinator address `{address}`"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {address}"))?;
+    Ok(SweepServiceClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    pub sweep: PathBuf,
+    /// Overrides the sweep's priority (higher runs first).
+    #[arg(long)]
+    pub priority: Option<i32>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub fn submit(args: SubmitArgs) -> Result<()> {
+    // Checked here first, with the class tables, so a typo never reaches the coordinator.
+    let (_, plan, text) = load_sweep(&args.sweep, u64::MAX)?;
+    runtime()?.block_on(async {
+        let mut client = connect(&args.client.coordinator).await?;
+        let response = client
+            .submit_sweep(v1::SubmitSweepRequest {
+                yaml: text,
+                file_name: args.sweep.display().to_string(),
+                priority: args.priority.unwrap_or(plan.priority),
+            })
+            .await
+            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+            .into_inner();
+        println!(
+            "{}\t{} jobs ({} reused)",
+            response.sweep_id, response.jobs, response.reused
+        );
+        Ok(())
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One sweep (default: every sweep).
+    pub sweep: Option<String>,
+    /// Redraw every two seconds until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+fn status_table(status: &v1::GetStatusResponse) -> String {
+    let mut out = String::from(
+        "| sweep | name | prio | done | queued | running | succeeded | failed | cancelled |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for sweep in &status.sweeps {
+        let total = sweep.queued + sweep.running + sweep.succeeded + sweep.failed + sweep.cancelled;
+        let finished = sweep.succeeded + sweep.failed + sweep.cancelled;
+        out.push_str(&format!(
+            "| {} | {} | {} | {}/{} ({:.0}%) | {} | {} | {} | {} | {} |\n",
+            sweep.sweep_id,
+            sweep.name,
+            sweep.priority,
+            finished,
+            total,
+            100.0 * finished as f64 / total.max(1) as f64,
+            sweep.queued,
+            sweep.running,
+            sweep.succeeded,
+            sweep.failed,
+            sweep.cancelled
+        ));
+    }
+    out.push_str(
+        "\n| agent | host | backend | slots | running | last seen |\n|---|---|---|---|---|---|\n",
+    );
+    for agent in &status.agents {
+        let capabilities = agent.capabilities.clone().unwrap_or_default();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.1} s ago |\n",
+            agent.agent_id,
+            capabilities.hostname,
+            capabilities.backend,
+            capabilities.slots,
+            agent.running,
+            agent.last_seen_ms_ago as f64 / 1000.0
+        ));
+    }
+    for sweep in &status.sweeps {
+        for failure in &sweep.failures {
+            let job = failure.job.clone().unwrap_or_default();
+            out.push_str(&format!(
+                "failed: {} job {} attempt {}: {}\n",
+                sweep.sweep_id, job.job_id, job.attempt, failure.error
+            ));
+        }
+    }
+    out
+}
+
+pub fn status(args: StatusArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        let mut client = connect(&args.client.coordinator).await?;
+        loop {
+            let status = client
+                .get_status(v1::GetStatusRequest {
+                    sweep_id: args.sweep.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+                .into_inner();
+            if args.watch {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", status_table(&status));
+            if !args.watch {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    pub sweep: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub fn cancel(args: CancelArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        let mut client = connect(&args.client.coordinator).await?;
+        let response = client
+            .cancel_sweep(v1::CancelSweepRequest {
+                sweep_id: args.sweep.clone(),
+            })
+            .await
+            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+            .into_inner();
+        println!("{}: {} jobs cancelled", args.sweep, response.cancelled);
+        Ok(())
+    })
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Markdown,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    pub sweep: String,
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: ReportFormat,
+    /// Final lifetime (default) or best lifetime (spec D-16).
+    #[arg(long, value_enum, default_value = "final")]
+    pub view: LifetimeView,
+    /// Write the report here instead of printing it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// The fine-tune outcomes of fetched results (unfinished jobs have no summary).
+fn outcomes(results: &[v1::JobResult]) -> Result<Vec<FinetuneOutcome>> {
+    results
+        .iter()
+        .filter(|job| job.kind == "finetune")
+        .map(|job| {
+            let config: FinetuneConfig = serde_json::from_str(&job.config_json)
+                .with_context(|| format!("job {}: configuration", job.job_id))?;
+            let summary = if job.state == "succeeded" && !job.summary_json.is_empty() {
+                Some(
+                    serde_json::from_str::<RunSummary>(&job.summary_json)
+                        .with_context(|| format!("job {}: summary", job.job_id))?,
+                )
+            } else {
+                None
+            };
+            Ok(FinetuneOutcome { config, summary })
+        })
+        .collect()
+}
+
+fn render(results: &[v1::JobResult], format: ReportFormat, view: LifetimeView) -> Result<String> {
+    let table = table3(&outcomes(results)?, view);
+    Ok(match format {
+        ReportFormat::Markdown => table.to_markdown(),
+        ReportFormat::Csv => table.to_csv(),
+        ReportFormat::Json => table.to_json(),
+    })
+}
+
+async fn fetch_results(
+    client: &mut SweepServiceClient<Channel>,
+    sweep: &str,
+) -> Result<Vec<v1::JobResult>> {
+    Ok(client
+        .fetch_results(v1::FetchResultsRequest {
+            sweep_id: sweep.to_string(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+        .into_inner()
+        .jobs)
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        let mut client = connect(&args.client.coordinator).await?;
+        let results = fetch_results(&mut client, &args.sweep).await?;
+        let text = render(&results, args.format, args.view)?;
+        match &args.out {
+            Some(path) => {
+                std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+            }
+            None => print!("{text}"),
+        }
+        Ok(())
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The sweep file.
+    pub sweep: PathBuf,
+    /// Local agents (one job each at a time), sharing the CPU cores.
+    #[arg(long, default_value_t = 2)]
+    pub agents: u32,
+    /// The coordinator's state (database, artifacts); rerunning resumes and reuses results.
+    #[arg(long, default_value = "ndhtl-run")]
+    pub state_dir: PathBuf,
+    /// Device of the local agents (`cpu`, `cuda`, `cuda:N`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Backend of the local agents (default: flex on the CPU, tch on a GPU).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Refuse sweeps implying more jobs than this (a sweep's `max_jobs` overrides it).
+    #[arg(long, default_value_t = DEFAULT_MAX_JOBS)]
+    pub max_jobs: u64,
+    /// Also serve the coordinator's gRPC API here (for `ndhtl status` from another terminal).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+}
+
+/// The data folder local agents use, downloading the official archives first if the sweep
+/// asks for it.
+fn prepare_data(plan: &SweepPlan) -> Result<PathBuf> {
+    let Some(cifar) = plan.data.as_ref().and_then(|data| data.cifar.clone()) else {
+        return Ok(PathBuf::from("data"));
+    };
+    let dir = cifar.dir.unwrap_or_else(|| PathBuf::from("data"));
+    if cifar.download {
+        let options = DownloadOptions::new(default_cache_dir());
+        for dataset in [DatasetKind::Cifar10, DatasetKind::Cifar100] {
+            download_dataset(dataset, OFFICIAL_BASE_URL, &dir, &options)
+                .with_context(|| format!("downloading {dataset} into {}", dir.display()))?;
+        }
+    }
+    Ok(dir)
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let (_, plan, text) = load_sweep(&args.sweep, args.max_jobs)?;
+    let data_dir = prepare_data(&plan)?;
+    let agents = args.agents.max(1);
+    let spec: DeviceSpec = args.device.parse()?;
+    let backend = args.backend.unwrap_or(match spec {
+        DeviceSpec::Cpu => BackendKind::Flex,
+        DeviceSpec::Cuda(_) => BackendKind::Tch,
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads_per_agent = (cores / agents as usize).max(1);
+    tracing::info!(sweep = %plan.name, jobs = plan.job_count(), agents, threads_per_agent, build = %build_info(), "ndhtl run");
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating {}", args.state_dir.display()))?;
+
+    runtime()?.block_on(async move {
+        let store = Store::open(&args.state_dir)?;
+        let artifacts = ArtifactStore::open(&args.state_dir.join("artifacts"))?;
+        let timing = Timing {
+            heartbeat_interval_ms: 1_000,
+            lease_timeout_ms: 30_000,
+            agent_timeout_ms: 60_000,
+            max_attempts: 3,
+        };
+        let (handle, event_loop) = spawn_event_loop(store, timing, SystemClock)?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, handle.clone(), artifacts, async {
+            let _ = server_stopped.await;
+        }));
+        tracing::info!(%address, "coordinator serving (ndhtl status --coordinator http://{address})");
+
+        let (stop_agents, agents_stopped) = tokio::sync::watch::channel(false);
+        let mut agent_tasks = Vec::new();
+        for index in 0..agents {
+            let options = AgentOptions {
+                coordinator: format!("http://{address}"),
+                slot_devices: match spec {
+                    DeviceSpec::Cpu => vec![DeviceSpec::Cpu],
+                    gpu => slot_devices(gpu, 1)?
+                        .into_iter()
+                        .skip(index as usize)
+                        .take(1)
+                        .collect(),
+                },
+                threads_per_slot: Some(threads_per_agent),
+                backend,
+                work_dir: args.state_dir.join(format!("agent-{index}")),
+                hostname: format!("local-{index}"),
+                idle_poll: Duration::from_millis(200),
+                duplicate_reports: false,
+            };
+            if options.slot_devices.is_empty() {
+                bail!("--agents {agents} asks for more GPUs than this machine has");
+            }
+            let runner = Arc::new(NdhtlRunner {
+                data_dir: data_dir.clone(),
+                generated_data_dir: args.state_dir.join("data"),
+                backend: Some(backend),
+            });
+            let stopped = agents_stopped.clone();
+            agent_tasks.push(tokio::spawn(async move { run_agent(options, runner, stopped).await }));
+        }
+
+        let mut client = connect(&format!("http://{address}")).await?;
+        let submitted = client
+            .submit_sweep(v1::SubmitSweepRequest {
+                yaml: text,
+                file_name: args.sweep.display().to_string(),
+                priority: plan.priority,
+            })
+            .await
+            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+            .into_inner();
+        let sweep = submitted.sweep_id.clone();
+        let bar = ProgressBar::new(submitted.jobs as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} jobs {msg}",
+            )
+            .expect("progress template"),
+        );
+        bar.set_prefix(plan.name.clone());
+        let mut interrupted = Box::pin(ndhtl_coordinator::service::run::termination_signal());
+        let status = loop {
+            let status = client
+                .get_status(v1::GetStatusRequest {
+                    sweep_id: sweep.clone(),
+                })
+                .await
+                .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+                .into_inner();
+            let sweep_status = status.sweeps.first().cloned().unwrap_or_default();
+            let finished = sweep_status.succeeded + sweep_status.failed + sweep_status.cancelled;
+            bar.set_position(finished as u64);
+            bar.set_message(format!(
+                "({} running, {} queued, {} failed)",
+                sweep_status.running, sweep_status.queued, sweep_status.failed
+            ));
+            if sweep_status.queued == 0 && sweep_status.running == 0 {
+                break sweep_status;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = &mut interrupted => {
+                    bar.abandon_with_message("interrupted: rerun the same command to resume");
+                    break sweep_status;
+                }
+            }
+        };
+        bar.finish();
+        let results = fetch_results(&mut client, &sweep).await?;
+        let _ = stop_agents.send(true);
+        for task in agent_tasks {
+            let _ = task.await;
+        }
+        let _ = stop_server.send(());
+        let _ = server.await;
+        handle.stop();
+        let _ = tokio::task::spawn_blocking(move || event_loop.join()).await;
+
+        let report_dir = args.state_dir.join("reports").join(&sweep);
+        std::fs::create_dir_all(&report_dir)?;
+        for (format, file) in [
+            (ReportFormat::Markdown, "table3.md"),
+            (ReportFormat::Csv, "table3.csv"),
+            (ReportFormat::Json, "table3.json"),
+        ] {
+            std::fs::write(report_dir.join(file), render(&results, format, LifetimeView::Final)?)?;
+        }
+        println!(
+            "\nsweep {sweep}: {} succeeded, {} failed, {} cancelled ({} reused from earlier runs)\n",
+            status.succeeded, status.failed, status.cancelled, submitted.reused
+        );
+        for failure in &status.failures {
+            println!("failed: {}: {}", failure.job.clone().unwrap_or_default().job_id, failure.error);
+        }
+        print!("{}", render(&results, ReportFormat::Markdown, LifetimeView::Final)?);
+        println!("\nreports: {}", report_dir.display());
+        if status.failed > 0 {
+            bail!("{} jobs failed", status.failed);
+        }
+        Ok(())
+    })
+}

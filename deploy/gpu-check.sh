@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The GPU check of the tch agent, as one short script (about 5 minutes on one H100):
+#   1. builds the tch binaries (or takes prebuilt ones, see --prebuilt);
+#   2. runs the numerical tests (spec §9: equations, finite differences, STL equivalence,
+#      resume, learning above chance) on the GPU;
+#   3. runs a one-target STL and NDHTL fine-tune on the GPU, on generated data;
+#   4. runs `ndhtl bench` on the GPU beside PyTorch on the same GPU.
+# Everything it prints also goes to $OUT_DIR/gpu-check.log.
+#
+#   deploy/gpu-check.sh                         # on a GPU machine with cargo: builds, then checks
+#   deploy/gpu-check.sh --prebuilt DIR          # binaries built elsewhere: DIR holds ndhtl,
+#                                               # plastic_equations and training (or .gz of them)
+#
+# Options: --device cuda:N (default cuda:0), --out DIR (default gpu-check-out).
+# Building needs the torch wheel's libtorch (deploy/libtorch.sh). With --prebuilt, the libtorch
+# the binaries were built against must be loadable: the script adds the lib folder of the torch
+# that `python3` imports (or $LIBTORCH/lib) to LD_LIBRARY_PATH.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+device="cuda:0"
+prebuilt=""
+out_dir="gpu-check-out"
+while (( $# )); do
+  case "$1" in
+    --device) device="$2"; shift 2 ;;
+    --prebuilt) prebuilt="$2"; shift 2 ;;
+    --out) out_dir="$2"; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$out_dir"
+exec > >(tee "$out_dir/gpu-check.log") 2>&1
+failures=0
+step() { echo; echo "== $(date -u +%T) $*"; }
+check() { # check NAME COMMAND...: runs it, records a failure without stopping
+  local name="$1"; shift
+  local started=$SECONDS
+  if "$@"; then echo "-- $name: ok ($((SECONDS - started)) s)"
+  else echo "-- $name: FAILED ($((SECONDS - started)) s)"; failures=$((failures + 1)); fi
+}
+
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c 'import torch; print("python torch", torch.__version__, "cuda", torch.version.cuda)' 2>/dev/null || true
+
+scratch="${TMPDIR:-/tmp}/ndhtl-gpu-check"   # binaries and generated data, not results
+bin="$scratch/bin"
+mkdir -p "$bin"
+if [[ -n "$prebuilt" ]]; then
+  step "prebuilt binaries from $prebuilt"
+  for name in ndhtl plastic_equations training; do
+    if [[ -f "$prebuilt/$name.gz" ]]; then gzip -dc "$prebuilt/$name.gz" > "$bin/$name"
+    else cp "$prebuilt/$name" "$bin/$name"; fi
+    chmod +x "$bin/$name"
+  done
+  torch_lib="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)"
+  torch_lib="${torch_lib:-${LIBTORCH:-}/lib}"
+  export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else
+  step "building the tch agent and the numerical tests"
+  eval "$(deploy/libtorch.sh)"
+  target="${CARGO_TARGET_DIR:-target}"
+  cargo build --release --features tch --bin ndhtl || exit 1
+  cargo test --release --features tch -p ndhtl-agent --test plastic_equations --test training --no-run || exit 1
+  cp "$target/release/ndhtl" "$bin/ndhtl"
+  for name in plastic_equations training; do
+    cp "$(ls -t "$target"/release/deps/$name-* | grep -v '\.d$' | head -1)" "$bin/$name"
+  done
+fi
+ndhtl="$bin/ndhtl"
+"$ndhtl" --version || { echo "the tch binary does not start (libtorch not found?)"; exit 1; }
+
+step "numerical tests on tch:$device"
+export NDHTL_TEST_DEVICE="tch:$device"
+check "plastic equations" "$bin/plastic_equations" --test-threads 1
+check "training" "$bin/training" --test-threads 1
+
+step "one-target fine-tunes on $device (generated data)"
+work="$scratch/work"
+rm -rf "$work"
+"$ndhtl" data synth --out "$work/data" --cifar10-train-per-class 100 \
+  --cifar100-train-per-class 60 --cifar100-test-per-class 20 >/dev/null
+check "source training" "$ndhtl" train source --data "$work/data" --out "$work/source.bpk" \
+  --epochs 3 --lr 0.02 --batch-size 32 --device "$device" --metrics "$out_dir/source.jsonl"
+for method in stl ndhtl; do
+  check "T1 $method" "$ndhtl" train finetune --data "$work/data" --source "$work/source.bpk" \
+    --task T1 --method "$method" --lifetimes 2 --lr 1e-3 --seed 1 --device "$device" \
+    --metrics "$out_dir/T1-$method.jsonl"
+done
+grep -h '"summary"' "$out_dir"/*.jsonl || true
+
+step "benchmark: tch on $device beside PyTorch on the same GPU"
+check "bench" "$ndhtl" bench --backends tch --device "$device" --python python3 \
+  --json "$out_dir/bench.json"
+
+step "done: $failures failed step(s)"
+exit $(( failures > 0 ))
