@@ -1,0 +1,358 @@
+//! A harness for system tests with real processes: the `ndhtl` binary as a coordinator and as
+//! agents on 127.0.0.1, each in its own process, so that tests can SIGKILL, SIGSTOP and restart
+//! them. Faults are injected at chosen points of a job's progress (deterministic budgets), not
+//! at random times.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ndhtl_core::metrics::LifetimeMetrics;
+use ndhtl_proto::v1;
+use ndhtl_proto::v1::sweep_service_client::SweepServiceClient;
+use tonic::transport::Channel;
+
+/// The `ndhtl` binary of this workspace, built once (a no-op when `cargo test --workspace`
+/// built it already).
+pub fn ndhtl_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "ndhtl-agent", "--bin", "ndhtl"])
+            .current_dir(workspace)
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "cargo build --bin ndhtl failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"));
+        let binary = target.join("debug").join("ndhtl");
+        assert!(binary.exists(), "no ndhtl binary at {}", binary.display());
+        binary
+    })
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("binding a free port")
+        .port()
+}
+
+/// A child process, killed when dropped. Its output goes to a log file in the cluster folder.
+pub struct Process {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &str, args: &[String], log: PathBuf, env: &[(&str, &str)]) -> Process {
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(ndhtl_binary());
+        command
+            .args(args)
+            .env("NDHTL_LOG", "info")
+            .stdout(Stdio::from(file.try_clone().expect("log file")))
+            .stderr(Stdio::from(file));
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawning ndhtl");
+        Process {
+            name: name.into(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} {} failed", self.name);
+    }
+
+    /// SIGKILL: no cleanup, no goodbye.
+    pub fn kill9(mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: the process stalls (no heartbeats, no reports) until [`Process::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Short timings so that faults are noticed in seconds.
+pub const LEASE_TIMEOUT_SECS: u64 = 3;
+
+/// A coordinator and agents, each a process, in one temporary folder.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub coordinator: Option<Process>,
+    pub agents: Vec<Option<Process>>,
+    restarts: usize,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            coordinator: None,
+            agents: Vec::new(),
+            restarts: 0,
+        };
+        cluster.start_coordinator();
+        cluster
+    }
+
+    pub fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start_coordinator(&mut self) {
+        assert!(self.coordinator.is_none(), "the coordinator runs already");
+        let args: Vec<String> = [
+            "coordinator",
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+            "--state-dir",
+            &self.dir.path().join("state").display().to_string(),
+            "--lease-timeout-secs",
+            &LEASE_TIMEOUT_SECS.to_string(),
+            "--heartbeat-secs",
+            "1",
+            "--agent-timeout-secs",
+            "5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = self
+            .dir
+            .path()
+            .join(format!("coordinator-{}.log", self.restarts));
+        self.restarts += 1;
+        self.coordinator = Some(Process::spawn("coordinator", &args, log, &[]));
+    }
+
+    pub fn kill_coordinator(&mut self) {
+        self.coordinator.take().expect("a coordinator").kill9();
+    }
+
+    /// Starts an agent with one slot and one CPU thread (so runs are bit-for-bit repeatable).
+    pub fn add_agent(&mut self, env: &[(&str, &str)]) -> usize {
+        let index = self.agents.len();
+        let args: Vec<String> = [
+            "agent",
+            "--coordinator",
+            &self.address(),
+            "--slots",
+            "1",
+            "--threads-per-slot",
+            "1",
+            "--backend",
+            "flex",
+            "--work-dir",
+            &self
+                .dir
+                .path()
+                .join(format!("agent-{index}"))
+                .display()
+                .to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = self.dir.path().join(format!("agent-{index}.log"));
+        self.agents.push(Some(Process::spawn(
+            &format!("agent-{index}"),
+            &args,
+            log,
+            env,
+        )));
+        index
+    }
+
+    pub fn agent(&self, index: usize) -> &Process {
+        self.agents[index].as_ref().expect("agent running")
+    }
+
+    pub fn kill_agent(&mut self, index: usize) {
+        self.agents[index].take().expect("agent running").kill9();
+    }
+
+    /// A client, retrying while the coordinator starts.
+    pub async fn client(&self) -> SweepServiceClient<Channel> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Channel::from_shared(self.address())
+                .expect("address")
+                .connect()
+                .await
+            {
+                Ok(channel) => return SweepServiceClient::new(channel),
+                Err(error) if Instant::now() > deadline => {
+                    panic!("coordinator unreachable at {}: {error}", self.address())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    pub async fn submit(&self, yaml: &str) -> String {
+        self.client()
+            .await
+            .submit_sweep(v1::SubmitSweepRequest {
+                yaml: yaml.into(),
+                file_name: "chaos.yaml".into(),
+                priority: 0,
+            })
+            .await
+            .expect("submit")
+            .into_inner()
+            .sweep_id
+    }
+
+    /// The sweep's results, retrying while the coordinator is down or restarting.
+    pub async fn results(&self, sweep: &str) -> Vec<v1::JobResult> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut client = self.client().await;
+            match client
+                .fetch_results(v1::FetchResultsRequest {
+                    sweep_id: sweep.into(),
+                })
+                .await
+            {
+                Ok(response) => return response.into_inner().jobs,
+                Err(status) if Instant::now() > deadline => panic!("fetch results: {status}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Polls the sweep's results until `done` holds for them, or panics with the logs.
+    pub async fn wait_for(
+        &self,
+        sweep: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[v1::JobResult]) -> bool,
+    ) -> Vec<v1::JobResult> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let results = self.results(sweep).await;
+            if done(&results) {
+                return results;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; results: {results:#?}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every process log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        let mut entries: Vec<_> = std::fs::read_dir(self.dir.path())
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        for path in entries
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        {
+            let content = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = content.lines().rev().take(40).collect();
+            text.push_str(&format!("--- {} (last 40 lines)\n", path.display()));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+}
+
+/// The fields of a lifetime record that a correct run reproduces exactly (everything but
+/// wall-clock timings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparable {
+    pub lifetime: usize,
+    pub numbers: Vec<Option<f64>>,
+    pub counts: (usize, usize),
+}
+
+pub fn comparable(metrics_json: &str) -> Comparable {
+    let m: LifetimeMetrics = serde_json::from_str(metrics_json).expect("metrics record");
+    Comparable {
+        lifetime: m.lifetime,
+        numbers: vec![
+            Some(m.val_loss),
+            Some(m.val_top1),
+            Some(m.val_top5),
+            Some(m.train_loss),
+            Some(m.train_top1),
+            Some(m.lr),
+            m.eta,
+            m.alpha_abs_mean,
+            m.hebb_abs_mean,
+            m.modulator_mean,
+        ],
+        counts: (m.steps, m.backward_passes),
+    }
+}
+
+/// Per job (by id): its state, final attempt and comparable history.
+pub fn outcome(results: &[v1::JobResult]) -> Vec<(String, String, Vec<Comparable>)> {
+    let mut jobs: Vec<_> = results
+        .iter()
+        .map(|job| {
+            (
+                job.job_id.clone(),
+                job.state.clone(),
+                job.metrics_json.iter().map(|m| comparable(m)).collect(),
+            )
+        })
+        .collect();
+    jobs.sort_by(|a, b| a.0.cmp(&b.0));
+    jobs
+}
+
+pub fn all_succeeded(results: &[v1::JobResult]) -> bool {
+    !results.is_empty() && results.iter().all(|job| job.state == "succeeded")
+}
