@@ -98,6 +98,23 @@ impl Process {
         self.signal("-CONT");
     }
 
+    /// SIGTERM: the graceful stop Kubernetes sends.
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Waits for the process to exit by itself; its exit status, or None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -205,6 +222,10 @@ impl Cluster {
 
     pub fn agent(&self, index: usize) -> &Process {
         self.agents[index].as_ref().expect("agent running")
+    }
+
+    pub fn agent_mut(&mut self, index: usize) -> &mut Process {
+        self.agents[index].as_mut().expect("agent running")
     }
 
     pub fn kill_agent(&mut self, index: usize) {

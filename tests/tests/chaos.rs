@@ -179,3 +179,30 @@ async fn every_report_sent_twice_is_stored_once() {
     assert_eq!(finetune(&results).attempt, 1);
     assert_matches_fault_free(&cluster, &results).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_sent_sigterm_finishes_its_job_then_exits() {
+    let _serial = SERIAL.lock().await;
+    baseline().await;
+    let mut cluster = Cluster::start();
+    let agent = cluster.add_agent(&[]);
+    let sweep = cluster.submit(SWEEP).await;
+    cluster
+        .wait_for(&sweep, "the fine-tune midway", TIMEOUT, finetune_midway)
+        .await;
+    cluster.agent(agent).terminate();
+    let status = tokio::task::block_in_place(|| cluster.agent_mut(agent).wait_exit(TIMEOUT));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the agent exits cleanly after draining: {status:?}\n{}",
+        cluster.logs()
+    );
+    let results = cluster.results(&sweep).await;
+    assert!(all_succeeded(&results), "{results:#?}\n{}", cluster.logs());
+    assert_eq!(
+        finetune(&results).attempt,
+        1,
+        "finished by the same attempt"
+    );
+    assert_matches_fault_free(&cluster, &results).await;
+}

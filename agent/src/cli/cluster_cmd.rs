@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ndhtl_agent::device::{BackendKind, ComputeDevice, DeviceSpec, build_info, slot_devices};
 use ndhtl_agent::runtime::runner::NdhtlRunner;
-use ndhtl_agent::runtime::{AgentOptions, run_agent};
+use ndhtl_agent::runtime::{AgentOptions, run_agent_draining};
 use ndhtl_coordinator::service::cli::CoordinatorArgs;
 use ndhtl_coordinator::service::run::{run_coordinator, termination_signal};
 
@@ -33,6 +33,11 @@ pub struct AgentArgs {
     /// (default: cores ÷ slots on the CPU, the library default on a GPU).
     #[arg(long, env = "NDHTL_THREADS_PER_SLOT")]
     pub threads_per_slot: Option<usize>,
+    /// On SIGTERM, lease nothing new and let running jobs finish for up to this long (set the
+    /// pod's termination grace period above it); then, or on a second signal, stop them at
+    /// their next step: their last lifetime checkpoint is with the coordinator.
+    #[arg(long, env = "NDHTL_DRAIN_SECS", default_value_t = 300)]
+    pub drain_secs: u64,
     /// Fault injection for chaos tests: send every metrics report twice.
     #[arg(long, hide = true, env = "NDHTL_CHAOS_DUPLICATE_REPORTS")]
     pub chaos_duplicate_reports: bool,
@@ -85,14 +90,22 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         generated_data_dir: args.work_dir.join("data"),
         backend: Some(device.backend),
     });
+    let drain_for = Duration::from_secs(args.drain_secs);
     runtime()?.block_on(async move {
+        let (drain, draining) = tokio::sync::watch::channel(false);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             termination_signal().await;
+            tracing::info!(drain_secs = drain_for.as_secs(), "draining: no new jobs; running jobs may finish");
+            let _ = drain.send(true);
+            tokio::select! {
+                _ = tokio::time::sleep(drain_for) => {}
+                _ = termination_signal() => {}
+            }
             tracing::info!("stopping: running jobs stop at their next step; their last checkpoints stay with the coordinator");
             let _ = stop.send(true);
         });
-        run_agent(options, runner, stopped).await
+        run_agent_draining(options, runner, draining, stopped).await
     })?;
     Ok(())
 }

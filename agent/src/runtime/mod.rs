@@ -185,6 +185,19 @@ pub async fn run_agent(
     runner: Arc<dyn JobRunner>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
+    let (_never, no_drain) = watch::channel(false);
+    run_agent_draining(options, runner, no_drain, shutdown).await
+}
+
+/// [`run_agent`], and a graceful stop: once `drain` turns true the agent leases nothing new,
+/// lets its running jobs finish (heartbeats keep their leases alive) and returns when they have;
+/// `shutdown` still stops everything at once.
+pub async fn run_agent_draining(
+    options: AgentOptions,
+    runner: Arc<dyn JobRunner>,
+    drain: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
     let channel = Channel::from_shared(options.coordinator.clone())
         .map_err(|_| AgentError::BadAddress(options.coordinator.clone()))?
         .connect_timeout(Duration::from_secs(5))
@@ -201,27 +214,35 @@ pub async fn run_agent(
     let registered = register(&shared, None, &shutdown).await?;
     let heartbeat_every = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
 
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(heartbeat_loop(
+    // Everything below stops on `stop`: the caller's shutdown, or the end of a drain.
+    let (stop_sender, stop) = watch::channel(false);
+    let heartbeat = tokio::spawn(heartbeat_loop(
         Arc::clone(&shared),
         heartbeat_every,
-        shutdown.clone(),
-    )));
+        stop.clone(),
+    ));
+    let mut slots = tokio::task::JoinSet::new();
     for slot in 0..shared.options.slots() {
-        tasks.push(tokio::spawn(slot_loop(
+        slots.spawn(slot_loop(
             Arc::clone(&shared),
             slot,
-            shutdown.clone(),
-        )));
+            stop.clone(),
+            drain.clone(),
+        ));
     }
-    let mut stop = shutdown.clone();
-    let _ = stop.wait_for(|stopped| *stopped).await;
+    let mut external = shutdown.clone();
+    tokio::select! {
+        _ = external.wait_for(|stopped| *stopped) => {}
+        _ = async { while slots.join_next().await.is_some() {} } => {
+            tracing::info!("drained: every running job finished");
+        }
+    }
+    let _ = stop_sender.send(true);
     for token in shared.running.lock().expect("running lock").values() {
         token.cancel();
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    while slots.join_next().await.is_some() {}
+    let _ = heartbeat.await;
     Ok(())
 }
 
@@ -260,8 +281,13 @@ async fn heartbeat_loop(shared: Arc<Shared>, every: Duration, shutdown: watch::R
     }
 }
 
-async fn slot_loop(shared: Arc<Shared>, slot: u32, shutdown: watch::Receiver<bool>) {
-    while !*shutdown.borrow() {
+async fn slot_loop(
+    shared: Arc<Shared>,
+    slot: u32,
+    shutdown: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() && !*drain.borrow() {
         let request = v1::LeaseJobRequest {
             agent_id: shared.agent_id(),
             slot,
