@@ -12,7 +12,6 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use rand::Rng;
 use serde::de::value::{F64Deserializer, I64Deserializer, U64Deserializer};
 use serde::de::{self, DeserializeOwned, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -131,19 +130,6 @@ pub fn number_as<T: DeserializeOwned>(value: f64) -> Result<T, String> {
         };
         as_integer.map_err(|_| float_error.to_string())
     })
-}
-
-impl<T: DeserializeOwned + Checked + Clone> Distribution<T> {
-    /// One draw.
-    pub fn draw(&self, rng: &mut impl Rng) -> Result<T, String> {
-        match self {
-            Distribution::Uniform(low, high) => number_as(rng.random_range(*low..=*high)),
-            Distribution::LogUniform(low, high) => {
-                number_as(rng.random_range(low.ln()..=high.ln()).exp())
-            }
-            Distribution::Choice(values) => Ok(values[rng.random_range(0..values.len())].clone()),
-        }
-    }
 }
 
 fn checked<T: Checked, E: de::Error>(value: T) -> Result<T, E> {
