@@ -9,5 +9,7 @@ pub mod bench;
 pub mod data;
 pub mod device;
 pub mod model;
+pub mod plots;
+pub mod report_bundle;
 pub mod runtime;
 pub mod train;

@@ -43,7 +43,7 @@ fn run(command: Command) -> Result<()> {
         Command::Submit(args) => cli::sweep_cmd::submit(args),
         Command::Status(args) => cli::sweep_cmd::status(args),
         Command::Cancel(args) => cli::sweep_cmd::cancel(args),
-        Command::Report(args) => cli::sweep_cmd::report(args),
+        Command::Report(args) => cli::report_cmd::report(args),
         Command::Data(command) => cli::data_cmd::run(command),
         Command::Train(command) => cli::train_cmd::run(command),
         Command::Export(args) => cli::train_cmd::export(args),

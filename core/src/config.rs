@@ -9,7 +9,19 @@ use crate::dataset::Dataset;
 use crate::plastic::{LossKind, PlasticConfig, PlasticityRule};
 
 /// Fine-tuning method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Standard transfer learning: a fresh Linear head, one SGD step per batch.
@@ -26,6 +38,22 @@ impl Method {
         }
     }
 }
+
+/// Fine-tune settings only NDHTL reads (sweep names). An STL job has them at their defaults,
+/// and reports show them as `n/a` for STL.
+pub const NDHTL_ONLY_FIELDS: [&str; 11] = [
+    "k",
+    "eta",
+    "fixed_eta",
+    "rule",
+    "fanout",
+    "post",
+    "trace",
+    "clip",
+    "reset",
+    "loss_steps",
+    "k_reduce",
+];
 
 /// When the Hebbian state is zeroed (spec D-4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]

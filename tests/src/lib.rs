@@ -13,27 +13,41 @@ use ndhtl_proto::v1;
 use ndhtl_proto::v1::sweep_service_client::SweepServiceClient;
 use tonic::transport::Channel;
 
-/// The `ndhtl` binary of this workspace, built once (a no-op when `cargo test --workspace`
-/// built it already).
+/// The workspace's root folder.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+}
+
+/// Builds one binary of the workspace (a no-op when `cargo test --workspace` built it
+/// already) and returns its path.
+fn build_binary(package: &str, binary: &str) -> PathBuf {
+    let workspace = workspace_root();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-p", package, "--bin", binary])
+        .current_dir(workspace)
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "cargo build --bin {binary} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let path = target.join("debug").join(binary);
+    assert!(path.exists(), "no {binary} binary at {}", path.display());
+    path
+}
+
+/// The `ndhtl` binary of this workspace, built once.
 pub fn ndhtl_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "ndhtl-agent", "--bin", "ndhtl"])
-            .current_dir(workspace)
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "cargo build --bin ndhtl failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace.join("target"));
-        let binary = target.join("debug").join("ndhtl");
-        assert!(binary.exists(), "no ndhtl binary at {}", binary.display());
-        binary
-    })
+    BINARY.get_or_init(|| build_binary("ndhtl-agent", "ndhtl"))
+}
+
+/// The standalone `ndhtl-coordinator` binary (the coordinator image's), built once.
+pub fn coordinator_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| build_binary("ndhtl-coordinator", "ndhtl-coordinator"))
 }
 
 /// A port free right now on 127.0.0.1.
@@ -134,6 +148,8 @@ pub const LEASE_TIMEOUT_SECS: u64 = 3;
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The coordinator's HTTP port (`/healthz`, `/metrics`).
+    pub http_port: u16,
     pub coordinator: Option<Process>,
     pub agents: Vec<Option<Process>>,
     restarts: usize,
@@ -144,6 +160,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
+            http_port: free_port(),
             coordinator: None,
             agents: Vec::new(),
             restarts: 0,
@@ -162,6 +179,8 @@ impl Cluster {
             "coordinator",
             "--listen",
             &format!("127.0.0.1:{}", self.port),
+            "--http-listen",
+            &format!("127.0.0.1:{}", self.http_port),
             "--state-dir",
             &self.dir.path().join("state").display().to_string(),
             "--lease-timeout-secs",
@@ -304,6 +323,27 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// `GET path` on the coordinator's HTTP port: (status code, body). HTTP/1.0 over a plain
+    /// socket, so the harness needs no HTTP client.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port))
+            .unwrap_or_else(|error| panic!("coordinator HTTP port {}: {error}", self.http_port));
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default();
+        (status, body)
     }
 
     /// Every process log, for failure messages.

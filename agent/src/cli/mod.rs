@@ -4,6 +4,7 @@ pub mod bench_cmd;
 pub mod cluster_cmd;
 pub mod data_cmd;
 pub mod progress;
+pub mod report_cmd;
 pub mod sweep_cmd;
 pub mod train_cmd;
 
@@ -73,8 +74,8 @@ pub enum Command {
     Status(sweep_cmd::StatusArgs),
     /// Cancel a sweep's unfinished jobs.
     Cancel(sweep_cmd::CancelArgs),
-    /// Table 3 of a sweep's results (markdown, CSV or JSON), also while it runs.
-    Report(sweep_cmd::ReportArgs),
+    /// Reports on a sweep, also while it runs: Table 3, grids, best configurations, figures.
+    Report(report_cmd::ReportArgs),
     /// Prepare data: download the official CIFAR archives, or generate synthetic data.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),

@@ -1,5 +1,5 @@
-//! The sweep commands: `ndhtl plan`, `submit`, `status`, `cancel`, `report`, and `run` (a
-//! coordinator and N local agents in one process, the main command).
+//! The sweep commands: `ndhtl plan`, `submit`, `status`, `cancel`, and `run` (a coordinator and
+//! N local agents in one process, the main command). `report` is in `report_cmd`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ use ndhtl_agent::data::download::{
     DownloadOptions, OFFICIAL_BASE_URL, default_cache_dir, download_dataset,
 };
 use ndhtl_agent::device::{BackendKind, DeviceSpec, build_info, slot_devices};
+use ndhtl_agent::report_bundle::{BundleOptions, write_report_bundle};
 use ndhtl_agent::runtime::runner::NdhtlRunner;
 use ndhtl_agent::runtime::{AgentOptions, run_agent};
 use ndhtl_coordinator::jobs::{jobs_of_plan, sweep_id};
@@ -23,9 +24,10 @@ use ndhtl_coordinator::service::event_loop::spawn_event_loop;
 use ndhtl_coordinator::service::server::serve;
 use ndhtl_coordinator::state::Timing;
 use ndhtl_coordinator::store::{ArtifactStore, Store};
+
+use super::report_cmd::fetch_outcomes;
 use ndhtl_core::config::{FinetuneConfig, Method};
-use ndhtl_core::metrics::RunSummary;
-use ndhtl_core::report::{FinetuneOutcome, LifetimeView, table3};
+use ndhtl_core::report::{LifetimeView, table3};
 use ndhtl_core::sweep::{DEFAULT_MAX_JOBS, SweepDefinition, SweepPlan, parse_sweep};
 use ndhtl_proto::v1;
 use ndhtl_proto::v1::sweep_service_client::SweepServiceClient;
@@ -194,7 +196,7 @@ pub struct ClientArgs {
     pub coordinator: String,
 }
 
-async fn connect(address: &str) -> Result<SweepServiceClient<Channel>> {
+pub(crate) async fn connect(address: &str) -> Result<SweepServiceClient<Channel>> {
     let channel = Channel::from_shared(address.to_string())
         .with_context(|| format!("invalid coordinator address `{address}`"))?
         .connect()
@@ -203,7 +205,7 @@ async fn connect(address: &str) -> Result<SweepServiceClient<Channel>> {
     Ok(SweepServiceClient::new(channel).max_decoding_message_size(64 << 20))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -216,8 +218,62 @@ pub struct SubmitArgs {
     /// Overrides the sweep's priority (higher runs first).
     #[arg(long)]
     pub priority: Option<i32>,
+    /// Then wait for the sweep to finish, logging its progress; exit 1 if any job failed.
+    /// Rides out coordinator restarts (it reconnects).
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds between progress checks with `--wait`.
+    #[arg(long, default_value_t = 15)]
+    pub poll_secs: u64,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// Polls a sweep until every job has finished; fails if any failed. Connection errors (a
+/// coordinator restarting) are retried.
+async fn wait_for_sweep(address: &str, sweep: &str, poll: Duration) -> Result<()> {
+    let mut last_logged = None;
+    loop {
+        let status = match connect(address).await {
+            Ok(mut client) => client
+                .get_status(v1::GetStatusRequest {
+                    sweep_id: sweep.to_string(),
+                })
+                .await
+                .map(|response| response.into_inner())
+                .map_err(|status| anyhow::anyhow!("{}", status.message())),
+            Err(error) => Err(error),
+        };
+        match status.map(|s| s.sweeps.into_iter().find(|s| s.sweep_id == sweep)) {
+            Ok(Some(progress)) => {
+                let finished = progress.succeeded + progress.failed + progress.cancelled;
+                let total = finished + progress.queued + progress.running;
+                if last_logged != Some(finished) {
+                    tracing::info!(
+                        sweep,
+                        finished,
+                        total,
+                        running = progress.running,
+                        failed = progress.failed,
+                        "sweep progress"
+                    );
+                    last_logged = Some(finished);
+                }
+                if progress.queued + progress.running == 0 {
+                    if progress.failed > 0 {
+                        bail!("sweep {sweep}: {} of {total} jobs failed", progress.failed);
+                    }
+                    println!("sweep {sweep}: {finished}/{total} jobs finished");
+                    return Ok(());
+                }
+            }
+            Ok(None) => bail!("the coordinator does not know sweep {sweep}"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the sweep's progress; retrying");
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 pub fn submit(args: SubmitArgs) -> Result<()> {
@@ -238,6 +294,14 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
             "{}\t{} jobs ({} reused)",
             response.sweep_id, response.jobs, response.reused
         );
+        if args.wait {
+            wait_for_sweep(
+                &args.client.coordinator,
+                &response.sweep_id,
+                Duration::from_secs(args.poll_secs.max(1)),
+            )
+            .await?;
+        }
         Ok(())
     })
 }
@@ -343,87 +407,6 @@ pub fn cancel(args: CancelArgs) -> Result<()> {
             .map_err(|status| anyhow::anyhow!("{}", status.message()))?
             .into_inner();
         println!("{}: {} jobs cancelled", args.sweep, response.cancelled);
-        Ok(())
-    })
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ReportFormat {
-    Markdown,
-    Csv,
-    Json,
-}
-
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    pub sweep: String,
-    #[arg(long, value_enum, default_value = "markdown")]
-    pub format: ReportFormat,
-    /// Final lifetime (default) or best lifetime (spec D-16).
-    #[arg(long, value_enum, default_value = "final")]
-    pub view: LifetimeView,
-    /// Write the report here instead of printing it.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-/// The fine-tune outcomes of fetched results (unfinished jobs have no summary).
-fn outcomes(results: &[v1::JobResult]) -> Result<Vec<FinetuneOutcome>> {
-    results
-        .iter()
-        .filter(|job| job.kind == "finetune")
-        .map(|job| {
-            let config: FinetuneConfig = serde_json::from_str(&job.config_json)
-                .with_context(|| format!("job {}: configuration", job.job_id))?;
-            let summary = if job.state == "succeeded" && !job.summary_json.is_empty() {
-                Some(
-                    serde_json::from_str::<RunSummary>(&job.summary_json)
-                        .with_context(|| format!("job {}: summary", job.job_id))?,
-                )
-            } else {
-                None
-            };
-            Ok(FinetuneOutcome { config, summary })
-        })
-        .collect()
-}
-
-fn render(results: &[v1::JobResult], format: ReportFormat, view: LifetimeView) -> Result<String> {
-    let table = table3(&outcomes(results)?, view);
-    Ok(match format {
-        ReportFormat::Markdown => table.to_markdown(),
-        ReportFormat::Csv => table.to_csv(),
-        ReportFormat::Json => table.to_json(),
-    })
-}
-
-async fn fetch_results(
-    client: &mut SweepServiceClient<Channel>,
-    sweep: &str,
-) -> Result<Vec<v1::JobResult>> {
-    Ok(client
-        .fetch_results(v1::FetchResultsRequest {
-            sweep_id: sweep.to_string(),
-        })
-        .await
-        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
-        .into_inner()
-        .jobs)
-}
-
-pub fn report(args: ReportArgs) -> Result<()> {
-    runtime()?.block_on(async {
-        let mut client = connect(&args.client.coordinator).await?;
-        let results = fetch_results(&mut client, &args.sweep).await?;
-        let text = render(&results, args.format, args.view)?;
-        match &args.out {
-            Some(path) => {
-                std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
-            }
-            None => print!("{text}"),
-        }
         Ok(())
     })
 }
@@ -583,7 +566,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         };
         bar.finish();
-        let results = fetch_results(&mut client, &sweep).await?;
+        let outcomes = fetch_outcomes(&mut client, &sweep).await?;
         let _ = stop_agents.send(true);
         for task in agent_tasks {
             let _ = task.await;
@@ -594,14 +577,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         let _ = tokio::task::spawn_blocking(move || event_loop.join()).await;
 
         let report_dir = args.state_dir.join("reports").join(&sweep);
-        std::fs::create_dir_all(&report_dir)?;
-        for (format, file) in [
-            (ReportFormat::Markdown, "table3.md"),
-            (ReportFormat::Csv, "table3.csv"),
-            (ReportFormat::Json, "table3.json"),
-        ] {
-            std::fs::write(report_dir.join(file), render(&results, format, LifetimeView::Final)?)?;
-        }
+        let written = write_report_bundle(&outcomes, &report_dir, &BundleOptions::default())
+            .with_context(|| format!("writing the reports into {}", report_dir.display()))?;
         println!(
             "\nsweep {sweep}: {} succeeded, {} failed, {} cancelled ({} reused from earlier runs)\n",
             status.succeeded, status.failed, status.cancelled, submitted.reused
@@ -609,8 +586,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         for failure in &status.failures {
             println!("failed: {}: {}", failure.job.clone().unwrap_or_default().job_id, failure.error);
         }
-        print!("{}", render(&results, ReportFormat::Markdown, LifetimeView::Final)?);
-        println!("\nreports: {}", report_dir.display());
+        print!("{}", table3(&outcomes, LifetimeView::Final).to_markdown());
+        println!(
+            "\nreports: {} ({} files: tables in markdown, CSV, JSON and LaTeX; figures in plots/)",
+            report_dir.display(),
+            written.len()
+        );
         if status.failed > 0 {
             bail!("{} jobs failed", status.failed);
         }

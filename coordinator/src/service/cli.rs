@@ -11,6 +11,9 @@ pub struct CoordinatorArgs {
     /// Address for gRPC (agents, clients, health probes).
     #[arg(long, env = "NDHTL_LISTEN", default_value = "0.0.0.0:7070")]
     pub listen: SocketAddr,
+    /// Address for HTTP: `/healthz` and Prometheus `/metrics`; `off` to serve none.
+    #[arg(long, env = "NDHTL_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: HttpListen,
     /// Folder of the state database (ndhtl.sqlite3) and the artifacts; put it on a volume.
     #[arg(long, env = "NDHTL_STATE_DIR", default_value = "ndhtl-state")]
     pub state_dir: PathBuf,
@@ -32,6 +35,7 @@ impl CoordinatorArgs {
     pub fn into_options(self) -> CoordinatorOptions {
         CoordinatorOptions {
             listen: self.listen,
+            http_listen: self.http_listen.0,
             state_dir: self.state_dir,
             timing: Timing {
                 lease_timeout_ms: self.lease_timeout_secs * 1000,
@@ -40,5 +44,58 @@ impl CoordinatorArgs {
                 max_attempts: self.max_attempts.max(1),
             },
         }
+    }
+}
+
+/// Where HTTP is served: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "off" {
+            return Ok(HttpListen(None));
+        }
+        text.parse()
+            .map(|address| HttpListen(Some(address)))
+            .map_err(|error| {
+                format!("`{text}` is neither an address (0.0.0.0:8080) nor `off`: {error}")
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: CoordinatorArgs,
+    }
+
+    #[test]
+    fn flags_parse_into_options() {
+        let options =
+            Command::try_parse_from(["c", "--listen=127.0.0.1:7000", "--http-listen=off"])
+                .unwrap()
+                .args
+                .into_options();
+        assert_eq!(options.listen.port(), 7000);
+        assert_eq!(options.http_listen, None);
+        let options = Command::try_parse_from(["c", "--max-attempts=0"])
+            .unwrap()
+            .args
+            .into_options();
+        assert_eq!(options.http_listen, Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(options.timing.max_attempts, 1);
+        let error = Command::try_parse_from(["c", "--http-listen=nowhere"])
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("neither an address"), "{error}");
     }
 }

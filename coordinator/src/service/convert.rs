@@ -1,6 +1,9 @@
 //! Every conversion between `ndhtl.v1` wire types and the coordinator's domain, and every
 //! mapping of an error to a gRPC status, in one place.
 
+use ndhtl_core::report::{
+    GridSpec, LifetimeView, Metric, ReportError, ReportFormat, ReportKind, ReportRequest,
+};
 use ndhtl_proto::v1;
 use tonic::Status;
 
@@ -127,6 +130,14 @@ impl From<ServiceError> for Status {
             },
             // The coordinator stops on a failed write; a restarted one carries on. Retry later.
             ServiceError::Store(_) | ServiceError::ShuttingDown => Status::unavailable(message),
+            ServiceError::Report(error) => match error {
+                ReportError::UnknownParameter { .. }
+                | ReportError::SameParameter(_)
+                | ReportError::AxisPooled { .. }
+                | ReportError::BadFilter { .. } => Status::invalid_argument(message),
+                // A stored record that does not parse: the state is damaged; retrying won't help.
+                ReportError::Record { .. } => Status::data_loss(message),
+            },
         }
     }
 }
@@ -142,4 +153,98 @@ impl From<ArtifactError> for Status {
             ArtifactError::Io { .. } => Status::internal(message),
         }
     }
+}
+
+/// A report request from the wire; enum values this version does not know are refused.
+pub fn report_request_from_proto(wire: &v1::GetReportRequest) -> Result<ReportRequest, Status> {
+    let unknown = |field: &str, value: i32| {
+        Status::invalid_argument(format!("unknown {field} {value} in the report request"))
+    };
+    let format = match v1::ReportFormat::try_from(wire.format) {
+        Ok(v1::ReportFormat::Unspecified | v1::ReportFormat::Markdown) => ReportFormat::Markdown,
+        Ok(v1::ReportFormat::Csv) => ReportFormat::Csv,
+        Ok(v1::ReportFormat::Json) => ReportFormat::Json,
+        Ok(v1::ReportFormat::Latex) => ReportFormat::Latex,
+        Err(_) => return Err(unknown("format", wire.format)),
+    };
+    let view = match v1::LifetimeView::try_from(wire.view) {
+        Ok(v1::LifetimeView::Unspecified | v1::LifetimeView::Final) => LifetimeView::Final,
+        Ok(v1::LifetimeView::Best) => LifetimeView::Best,
+        Err(_) => return Err(unknown("lifetime view", wire.view)),
+    };
+    let metric = match v1::ReportMetric::try_from(wire.metric) {
+        Ok(v1::ReportMetric::Unspecified | v1::ReportMetric::Top1) => Metric::Top1,
+        Ok(v1::ReportMetric::Top5) => Metric::Top5,
+        Ok(v1::ReportMetric::Loss) => Metric::Loss,
+        Err(_) => return Err(unknown("metric", wire.metric)),
+    };
+    let kind = match v1::ReportKind::try_from(wire.kind) {
+        Ok(v1::ReportKind::Unspecified | v1::ReportKind::Table3) => ReportKind::Table3,
+        Ok(v1::ReportKind::Best) => ReportKind::Best,
+        Ok(v1::ReportKind::Grid) => {
+            if wire.rows.is_empty() || wire.cols.is_empty() {
+                return Err(Status::invalid_argument(
+                    "a grid report needs the parameters of its rows and columns",
+                ));
+            }
+            let mut spec = GridSpec::new(&wire.rows, &wire.cols);
+            if !wire.pool.is_empty() {
+                spec.pool = wire.pool.clone();
+            }
+            spec.filters = wire
+                .filters
+                .iter()
+                .map(|filter| (filter.name.clone(), filter.value.clone()))
+                .collect();
+            ReportKind::Grid(spec)
+        }
+        Err(_) => return Err(unknown("report kind", wire.kind)),
+    };
+    Ok(ReportRequest {
+        kind,
+        metric,
+        view,
+        format,
+    })
+}
+
+pub fn report_request_to_proto(sweep_id: &str, request: &ReportRequest) -> v1::GetReportRequest {
+    let mut wire = v1::GetReportRequest {
+        sweep_id: sweep_id.to_string(),
+        format: match request.format {
+            ReportFormat::Markdown => v1::ReportFormat::Markdown,
+            ReportFormat::Csv => v1::ReportFormat::Csv,
+            ReportFormat::Json => v1::ReportFormat::Json,
+            ReportFormat::Latex => v1::ReportFormat::Latex,
+        } as i32,
+        view: match request.view {
+            LifetimeView::Final => v1::LifetimeView::Final,
+            LifetimeView::Best => v1::LifetimeView::Best,
+        } as i32,
+        metric: match request.metric {
+            Metric::Top1 => v1::ReportMetric::Top1,
+            Metric::Top5 => v1::ReportMetric::Top5,
+            Metric::Loss => v1::ReportMetric::Loss,
+        } as i32,
+        ..Default::default()
+    };
+    wire.kind = match &request.kind {
+        ReportKind::Table3 => v1::ReportKind::Table3,
+        ReportKind::Best => v1::ReportKind::Best,
+        ReportKind::Grid(spec) => {
+            wire.rows = spec.rows.clone();
+            wire.cols = spec.cols.clone();
+            wire.pool = spec.pool.clone();
+            wire.filters = spec
+                .filters
+                .iter()
+                .map(|(name, value)| v1::ParameterFilter {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect();
+            v1::ReportKind::Grid
+        }
+    } as i32;
+    wire
 }

@@ -26,6 +26,8 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("the coordinator is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Report(#[from] ndhtl_core::report::ReportError),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;

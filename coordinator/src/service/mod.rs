@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clock;
 pub mod convert;
 pub mod event_loop;
+pub mod http;
 pub mod run;
 pub mod server;
 pub mod sweep_api;

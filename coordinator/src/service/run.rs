@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::clock::SystemClock;
 use super::event_loop::spawn_event_loop;
+use super::http::serve_http;
 use super::server::serve;
 use crate::state::Timing;
 use crate::store::{ArtifactError, ArtifactStore, Store, StoreError};
@@ -13,6 +14,8 @@ use crate::store::{ArtifactError, ArtifactStore, Store, StoreError};
 #[derive(Debug, Clone)]
 pub struct CoordinatorOptions {
     pub listen: SocketAddr,
+    /// HTTP (`/healthz`, `/metrics`); `None` serves none.
+    pub http_listen: Option<SocketAddr>,
     /// The SQLite database and the artifact folder live here.
     pub state_dir: PathBuf,
     pub timing: Timing,
@@ -66,14 +69,42 @@ pub async fn run_coordinator(
             address: options.listen,
             source,
         })?;
+    let http_listener = match options.http_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| RunError::Listen { address, source })?,
+        ),
+        None => None,
+    };
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        http = %http_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or("off".to_string(), |a| a.to_string()),
         state_dir = %options.state_dir.display(),
         jobs = snapshot_jobs,
         version = crate::VERSION,
         "coordinator serving"
     );
-    serve(listener, handle.clone(), artifacts, shutdown).await?;
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let http = http_listener.map(|listener| {
+        let mut stopped = http_stopped.clone();
+        tokio::spawn(serve_http(listener, handle.clone(), async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    });
+    let served = serve(listener, handle.clone(), artifacts, shutdown).await;
+    let _ = stop_http.send(true);
+    if let Some(http) = http {
+        match http.await {
+            Ok(Err(error)) => tracing::warn!(%error, "the HTTP server failed"),
+            Err(error) => tracing::warn!(%error, "the HTTP server panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    served?;
     tracing::info!("coordinator stopping");
     handle.stop();
     let _ = tokio::task::spawn_blocking(move || event_loop.join()).await;

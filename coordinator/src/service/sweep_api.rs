@@ -2,11 +2,13 @@
 //! `run`. A sweep's YAML is parsed and expanded here (pure functions of ndhtl-core), so a bad
 //! sweep is refused with its file, line and column before any job exists.
 
+use ndhtl_core::report::{FinetuneOutcome, ReportError, progress, render};
 use ndhtl_core::sweep::{DEFAULT_MAX_JOBS, parse_sweep, syntactic_target_check};
 use ndhtl_proto::v1;
 use ndhtl_proto::v1::sweep_service_server::SweepService;
 use tonic::{Request, Response, Status};
 
+use super::convert::report_request_from_proto;
 use super::event_loop::{CoordinatorHandle, ServiceError};
 use crate::domain::{JobKind, JobState};
 use crate::jobs::{jobs_of_plan, sweep_id};
@@ -235,6 +237,46 @@ impl SweepService for SweepApi {
             .await??;
         Ok(Response::new(v1::FetchResultsResponse { jobs }))
     }
+
+    async fn get_report(
+        &self,
+        request: Request<v1::GetReportRequest>,
+    ) -> Result<Response<v1::GetReportResponse>, Status> {
+        let wire = request.into_inner();
+        let report = report_request_from_proto(&wire)?;
+        let sweep_id = wire.sweep_id;
+        let jobs = self
+            .handle
+            .inspect(move |state, store| job_results(state, store, &sweep_id))
+            .await??;
+        // Reports are computed off the event loop: they read a copy of the results.
+        let outcomes = outcomes_of_results(&jobs).map_err(ServiceError::from)?;
+        let (finished, total) = progress(&outcomes);
+        let text = render(&outcomes, &report).map_err(ServiceError::from)?;
+        Ok(Response::new(v1::GetReportResponse {
+            text,
+            finished_jobs: finished as u32,
+            total_jobs: total as u32,
+        }))
+    }
+}
+
+/// The fine-tune outcomes of a sweep's results.
+pub fn outcomes_of_results(jobs: &[v1::JobResult]) -> Result<Vec<FinetuneOutcome>, ReportError> {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Some(outcome) = FinetuneOutcome::from_records(
+            &job.job_id,
+            &job.kind,
+            &job.config_json,
+            &job.state,
+            &job.summary_json,
+            &job.metrics_json,
+        )? {
+            outcomes.push(outcome);
+        }
+    }
+    Ok(outcomes)
 }
 
 impl From<StoreError> for Status {

@@ -16,26 +16,12 @@ use serde_json::Value;
 
 use super::param::{Checked, Distribution, Param, number_as};
 use super::schema::{FinetuneAxes, SourceSection};
+use crate::config::NDHTL_ONLY_FIELDS;
 use crate::config::{FinetuneConfig, Method, SourceConfig};
 use crate::dataset::Dataset;
 
 /// The paper's ten target tasks, which `all` stands for.
 pub const ALL_TARGETS: [&str; 10] = ["T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8", "T9", "T10"];
-
-/// Fine-tune fields that only NDHTL reads.
-const NDHTL_ONLY: [&str; 11] = [
-    "k",
-    "eta",
-    "fixed_eta",
-    "rule",
-    "fanout",
-    "post",
-    "trace",
-    "clip",
-    "reset",
-    "loss_steps",
-    "k_reduce",
-];
 
 /// How a random-search axis draws.
 #[derive(Clone)]
@@ -312,7 +298,7 @@ pub(crate) fn expand_finetunes(
                 return;
             }
             if json["method"] == Value::String(Method::Stl.as_str().into()) {
-                for name in NDHTL_ONLY {
+                for name in NDHTL_ONLY_FIELDS {
                     let path = finetune_path(name);
                     let default = get_path(&defaults, &path).expect("default").clone();
                     set_path(&mut json, &path, default);

@@ -1,0 +1,142 @@
+//! `ndhtl report`: the coordinator computes a report (Table 3, a grid, the best
+//! configurations) and this prints or saves it; with `--out-dir`, every report in every format
+//! and the figures are written into a folder.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ndhtl_agent::report_bundle::{BundleOptions, write_report_bundle};
+use ndhtl_coordinator::service::convert::report_request_to_proto;
+use ndhtl_coordinator::service::sweep_api::outcomes_of_results;
+use ndhtl_core::report::{
+    FinetuneOutcome, GridSpec, LifetimeView, Metric, ReportFormat, ReportKind, ReportRequest,
+};
+use ndhtl_proto::v1;
+use ndhtl_proto::v1::sweep_service_client::SweepServiceClient;
+use tonic::transport::Channel;
+
+use super::sweep_cmd::{ClientArgs, connect, runtime};
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The sweep id (as `ndhtl submit` and `ndhtl status` print it).
+    pub sweep: String,
+    /// A grid over two parameters instead of Table 3, e.g. `--grid eta,k`.
+    #[arg(long, value_name = "ROWS,COLS", conflicts_with = "best")]
+    pub grid: Option<String>,
+    /// The best configuration per target and over all targets instead of Table 3.
+    #[arg(long)]
+    pub best: bool,
+    /// What grids and best-configuration reports compare.
+    #[arg(long, value_enum, default_value = "top1")]
+    pub metric: Metric,
+    /// Grids: parameters pooled into each cell's mean ± std (default: seed).
+    #[arg(long, value_delimiter = ',')]
+    pub pool: Vec<String>,
+    /// Grids: only jobs with this parameter value, e.g. `--where clip=1` (repeatable).
+    #[arg(long = "where", value_name = "NAME=VALUE")]
+    pub filters: Vec<String>,
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: ReportFormat,
+    /// Final lifetime (default) or best lifetime (spec D-16).
+    #[arg(long, value_enum, default_value = "final")]
+    pub view: LifetimeView,
+    /// Write the report here instead of printing it.
+    #[arg(long, conflicts_with = "out_dir")]
+    pub out: Option<PathBuf>,
+    /// Write every report in every format, and the figures (SVG and PNG), into this folder.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+impl ReportArgs {
+    fn grid_spec(&self) -> Result<Option<GridSpec>> {
+        let Some(axes) = &self.grid else {
+            return Ok(None);
+        };
+        let Some((rows, cols)) = axes.split_once(',') else {
+            bail!("--grid takes two parameters, ROWS,COLS (e.g. --grid eta,k), not `{axes}`");
+        };
+        let mut spec = GridSpec::new(rows.trim(), cols.trim());
+        if !self.pool.is_empty() {
+            spec.pool = self.pool.clone();
+        }
+        spec.filters = self
+            .filters
+            .iter()
+            .map(|filter| GridSpec::parse_filter(filter))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(spec))
+    }
+
+    fn request(&self) -> Result<ReportRequest> {
+        let kind = match self.grid_spec()? {
+            Some(spec) => ReportKind::Grid(spec),
+            None if self.best => ReportKind::Best,
+            None => ReportKind::Table3,
+        };
+        Ok(ReportRequest {
+            kind,
+            metric: self.metric,
+            view: self.view,
+            format: self.format,
+        })
+    }
+}
+
+/// Every fine-tune outcome of a sweep, as the coordinator stores them.
+pub(crate) async fn fetch_outcomes(
+    client: &mut SweepServiceClient<Channel>,
+    sweep: &str,
+) -> Result<Vec<FinetuneOutcome>> {
+    let jobs = client
+        .fetch_results(v1::FetchResultsRequest {
+            sweep_id: sweep.to_string(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+        .into_inner()
+        .jobs;
+    Ok(outcomes_of_results(&jobs)?)
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    let request = args.request()?;
+    runtime()?.block_on(async {
+        let mut client = connect(&args.client.coordinator).await?;
+        if let Some(dir) = &args.out_dir {
+            let outcomes = fetch_outcomes(&mut client, &args.sweep).await?;
+            let options = BundleOptions {
+                view: args.view,
+                metric: args.metric,
+                grid: args.grid_spec()?,
+            };
+            let written = write_report_bundle(&outcomes, dir, &options)
+                .with_context(|| format!("writing the reports into {}", dir.display()))?;
+            for path in &written {
+                println!("{}", path.display());
+            }
+            return Ok(());
+        }
+        let response = client
+            .get_report(report_request_to_proto(&args.sweep, &request))
+            .await
+            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+            .into_inner();
+        match &args.out {
+            Some(path) => std::fs::write(path, &response.text)
+                .with_context(|| format!("writing {}", path.display()))?,
+            None => print!("{}", response.text),
+        }
+        if response.finished_jobs < response.total_jobs {
+            eprintln!(
+                "note: {} of {} jobs finished; the report covers the finished ones",
+                response.finished_jobs, response.total_jobs
+            );
+        }
+        Ok(())
+    })
+}
