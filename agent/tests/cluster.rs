@@ -12,7 +12,9 @@ use burn::tensor::Device;
 use ndhtl_agent::data::synth::{SynthOptions, write_synthetic};
 use ndhtl_agent::device::{BackendKind, ComputeDevice, DeviceSpec};
 use ndhtl_agent::model::io::load_source_features;
-use ndhtl_agent::runtime::runner::{NdhtlRunner, SOURCE_MODEL_FILE};
+use ndhtl_agent::runtime::runner::{
+    JobInput, JobOutput, JobRunner, LifetimeEvent, NdhtlRunner, RunnerError, SOURCE_MODEL_FILE,
+};
 use ndhtl_agent::runtime::{AgentOptions, artifacts, run_agent};
 use ndhtl_agent::train::{
     CancelToken, FinetuneConfig, LifetimeMetrics, Method, NoObserver, SourceConfig, TaskData,
@@ -120,6 +122,15 @@ impl Cluster {
     }
 
     fn add_agent(&mut self, data: &Path, work: &Path) {
+        let runner = Arc::new(NdhtlRunner {
+            data_dir: data.to_path_buf(),
+            generated_data_dir: work.join("data"),
+            backend: Some(BackendKind::Flex),
+        });
+        self.add_agent_with(work, runner);
+    }
+
+    fn add_agent_with(&mut self, work: &Path, runner: Arc<dyn JobRunner>) {
         let options = AgentOptions {
             coordinator: format!("http://{}", self.address),
             slot_devices: vec![DeviceSpec::Cpu],
@@ -130,11 +141,6 @@ impl Cluster {
             idle_poll: Duration::from_millis(50),
             duplicate_reports: false,
         };
-        let runner = Arc::new(NdhtlRunner {
-            data_dir: data.to_path_buf(),
-            generated_data_dir: work.join("data"),
-            backend: Some(BackendKind::Flex),
-        });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(async move { run_agent(options, runner, stopped).await.unwrap() });
         self.agents.push((stop, task));
@@ -441,5 +447,79 @@ async fn an_agent_rides_out_a_coordinator_restart_and_its_job_finishes_on_the_sa
         .reference_run(&source.id, &config, &data, dir.path())
         .await;
     assert_eq!(comparable(&stored), comparable(&reference));
+    cluster.stop_agents().await;
+}
+
+/// A runner whose fine-tunes of seed 666 die the way libtorch does when CUDA runs out of memory
+/// (tch panics on a C++ exception); every other job runs normally.
+struct OutOfMemoryOnSeed666(NdhtlRunner);
+
+impl JobRunner for OutOfMemoryOnSeed666 {
+    fn run(
+        &self,
+        input: &JobInput,
+        on_lifetime: &mut dyn FnMut(LifetimeEvent),
+        cancel: &CancelToken,
+    ) -> Result<JobOutput, RunnerError> {
+        if input.config_json.contains("\"seed\":666") {
+            panic!(
+                "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.10 GiB total capacity)\")"
+            );
+        }
+        self.0.run(input, on_lifetime, cancel)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_runs_out_of_gpu_memory_fails_with_its_error_and_the_agent_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synth(&data);
+    let mut cluster = Cluster::start(&dir.path().join("state")).await;
+    let source = small_source(1);
+    let doomed = FinetuneConfig {
+        seed: 666,
+        ..ndhtl_tune(1)
+    };
+    let fine = ndhtl_tune(1);
+    // Priority order within the sweep is submission order: the doomed job leases first.
+    let jobs = vec![
+        source.clone(),
+        finetune_job(&doomed, &source, Resources::ANY),
+        finetune_job(&fine, &source, Resources::ANY),
+    ];
+    cluster.submit("oom", jobs.clone()).await;
+    let work = dir.path().join("agent-0");
+    let runner = Arc::new(OutOfMemoryOnSeed666(NdhtlRunner {
+        data_dir: data.clone(),
+        generated_data_dir: work.join("data"),
+        backend: Some(BackendKind::Flex),
+    }));
+    cluster.add_agent_with(&work, runner);
+    cluster.wait_done("oom", Duration::from_secs(240)).await;
+
+    match cluster.job(&jobs[1].id).await.state {
+        JobState::Failed { attempt, reason } => {
+            assert_eq!(attempt, 1, "a panic is not retried");
+            assert!(
+                reason.contains("CUDA out of memory"),
+                "the error is kept: {reason}"
+            );
+        }
+        other => panic!("the doomed job should have failed, not {other:?}"),
+    }
+    assert!(
+        matches!(
+            cluster.job(&jobs[2].id).await.state,
+            JobState::Succeeded { .. }
+        ),
+        "the same agent ran the next job: its slot was freed"
+    );
+    let agents = cluster
+        .handle()
+        .inspect(|state, _| state.agents().filter(|a| !a.lost).count())
+        .await
+        .unwrap();
+    assert_eq!(agents, 1, "the agent stayed up and registered");
     cluster.stop_agents().await;
 }
