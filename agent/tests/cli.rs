@@ -286,6 +286,7 @@ fn every_shipped_sweep_plans_to_its_documented_size() {
     let expected = [
         ("smoke.yaml", 9),
         ("table3.yaml", 61),
+        ("table3-cpu-scaled.yaml", 21),
         ("grid-eta-k-clip.yaml", 651),
         ("ablations.yaml", 331),
         ("custom-targets.yaml", 13),

@@ -298,7 +298,7 @@ fn source_training_and_both_fine_tunings_learn_far_above_chance() {
         let config = FinetuneConfig {
             method,
             lifetimes: 2,
-            lr: 2e-3,
+            lr: 1e-3,
             seed: 3,
             ..FinetuneConfig::default()
         };
@@ -370,4 +370,62 @@ fn exported_safetensors_use_pytorch_names_and_layouts_and_reload_exactly() {
 
     let missing = dir.path().join("nope.pt");
     assert!(load_source_features(&missing, 0, &test_device().device).is_err());
+}
+
+#[test]
+fn fine_tuning_trains_the_features_unless_they_are_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_data(dir.path(), 2, 4);
+    let task: TaskSpec = "T1".parse().unwrap();
+    let data = TaskData::load(dir.path(), &task, None).unwrap();
+    let conv1 = |features: &AlexNetFeatures| -> Vec<f32> {
+        features
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    // The source features arrive on the plain (non-autodiff) device, as a job loads them.
+    let before = conv1(&random_features(3));
+    for freeze_features in [false, true] {
+        let method = Method::Stl;
+        let run_dir = tempfile::tempdir().unwrap();
+        let config = FinetuneConfig {
+            method,
+            lifetimes: 1,
+            lr: 1e-2,
+            freeze_features,
+            ..FinetuneConfig::default()
+        };
+        let outcome = run_finetune(
+            &config,
+            random_features(3),
+            "src",
+            &data,
+            &test_device(),
+            Some(run_dir.path()),
+            &mut NoObserver,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        assert_eq!(outcome.history.len(), 1);
+        // The trained parameters, as the lifetime's checkpoint holds them.
+        use burn::module::Module;
+        let trained = CifarAlexNet::new(10, 0, &test_device().device)
+            .try_load_file(run_dir.path().join("checkpoint/model.bpk"))
+            .unwrap();
+        let after = conv1(&trained.features);
+        let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        if freeze_features {
+            assert_eq!(changed, 0, "frozen features stay as they were");
+        } else {
+            assert!(
+                changed > before.len() / 2,
+                "{method:?}: only {changed} of {} conv1 weights changed: the features did not train",
+                before.len()
+            );
+        }
+    }
 }

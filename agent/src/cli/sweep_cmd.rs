@@ -65,6 +65,28 @@ pub struct PlanArgs {
     /// Refuse sweeps implying more jobs than this (a sweep's `max_jobs` overrides it).
     #[arg(long, default_value_t = DEFAULT_MAX_JOBS)]
     pub max_jobs: u64,
+    /// Also write every job as a JSON line here: id, kind, configuration, its dataset's class
+    /// labels and the source job it needs (for other tools, such as the sequential PyTorch
+    /// reproduction in agent/bench/pytorch_sweep.py).
+    #[arg(long, value_name = "FILE")]
+    pub export_jobs: Option<PathBuf>,
+}
+
+/// One job as `ndhtl plan --export-jobs` writes it.
+fn exported_job(job: &ndhtl_coordinator::domain::JobSpec) -> Result<serde_json::Value> {
+    let config: serde_json::Value = serde_json::from_str(&job.config_json)?;
+    let task_name = config["task"].as_str().unwrap_or("cifar10").to_string();
+    let task: TaskSpec = task_name
+        .parse()
+        .map_err(|error| anyhow::anyhow!("job {}: task {task_name}: {error}", job.id))?;
+    Ok(serde_json::json!({
+        "job_id": job.id,
+        "kind": if job.depends_on.is_some() { "finetune" } else { "source" },
+        "depends_on": job.depends_on,
+        "dataset": task.dataset.as_str(),
+        "classes": task.classes,
+        "config": config,
+    }))
 }
 
 /// Training images one fine-tune or source job processes, from its configuration: the
@@ -124,6 +146,14 @@ pub fn plan(args: PlanArgs) -> Result<()> {
         None => Default::default(),
     };
     let reused = jobs.iter().filter(|job| done.contains(&job.id)).count();
+    if let Some(path) = &args.export_jobs {
+        let mut lines = String::new();
+        for job in &jobs {
+            lines.push_str(&serde_json::to_string(&exported_job(job)?)?);
+            lines.push('\n');
+        }
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
     println!("sweep {} ({id})", plan.name);
     if let Some(description) = &plan.description {
         println!("  {}", description.trim());

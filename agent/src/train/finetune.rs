@@ -361,7 +361,10 @@ pub fn run_finetune(
 ) -> Result<RunOutcome, TrainError> {
     config.validate()?;
     let training_device = device.autodiff();
-    let features = source_features.to_device(&training_device);
+    // `fork`, not `to_device`: features loaded on the plain device become trainable leaves of
+    // the autodiff device (`to_device` would leave them constants of the graph, so that only the
+    // head trained; a test checks that the features change unless frozen).
+    let features = source_features.fork(&training_device).train();
     let fresh =
         assemble_finetune_model(features, config, data.task.num_classes(), &training_device);
     let plan = JobPlan {
