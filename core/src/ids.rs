@@ -6,7 +6,9 @@ use sha2::{Digest, Sha256};
 
 /// The version of the training code that results depend on. Part of every job id: a change of
 /// the training semantics bumps it, so old results are not reused for new code.
-pub const TRAINING_CODE_VERSION: &str = "ndhtl-train-1";
+///
+/// 2: fine-tunes train the source features (before, a bug kept them constant).
+pub const TRAINING_CODE_VERSION: &str = "ndhtl-train-2";
 
 /// SHA-256 (hex) of a value's canonical JSON. Struct fields serialise in declaration order and
 /// maps must be ordered (BTreeMap), so the bytes are canonical for our configuration types.

@@ -8,7 +8,7 @@
 # Build from the repository root (the context). Dependencies are cooked in their own layer.
 
 FROM rust:1.95.0-slim-bookworm AS chef
-RUN cargo install cargo-chef --locked --version 0.1.73
+RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
 
 FROM chef AS planner

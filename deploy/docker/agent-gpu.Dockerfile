@@ -8,7 +8,8 @@
 #     -t ghcr.io/ndhtl/ndhtl-agent-gpu:0.1.0 .
 #
 # Build from the repository root (the context). The image is large (about 7 GB: torch's CUDA
-# libraries); the torch layer comes first so it is cached across ndhtl builds.
+# libraries); the torch layer comes first so it is cached across ndhtl builds, and cargo-chef
+# cooks the dependencies in their own layer.
 
 ARG TORCH_VERSION=2.9.0
 
@@ -21,25 +22,26 @@ RUN apt-get update \
  && python3.12 -m venv /opt/torch \
  && /opt/torch/bin/pip install --no-cache-dir "torch==${TORCH_VERSION}"
 
-FROM torch AS builder
+FROM torch AS chef
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential=12.* curl=8.* ca-certificates=20240203* \
  && rm -rf /var/lib/apt/lists/*
 ENV RUSTUP_HOME=/opt/rustup CARGO_HOME=/opt/cargo PATH=/opt/cargo/bin:$PATH
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
-  | sh -s -- -y --profile minimal --default-toolchain 1.95.0
+  | sh -s -- -y --profile minimal --default-toolchain 1.95.0 \
+ && cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
-# Manifests first: `cargo fetch` is its own cached layer.
-COPY Cargo.toml Cargo.lock ./
-COPY core/Cargo.toml core/Cargo.toml
-COPY proto/Cargo.toml proto/Cargo.toml
-COPY coordinator/Cargo.toml coordinator/Cargo.toml
-COPY agent/Cargo.toml agent/Cargo.toml
-COPY tests/Cargo.toml tests/Cargo.toml
-RUN mkdir -p core/src proto/src coordinator/src agent/src tests/src \
- && for crate in core proto coordinator agent tests; do touch "$crate/src/lib.rs"; done \
- && cargo fetch --locked
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json --bin ndhtl
+
+# Dependencies (torch-sys links the venv's libtorch) are cooked in their own cached layer.
+FROM chef AS builder
+COPY --from=planner /src/recipe.json recipe.json
+RUN LIBTORCH="$(/opt/torch/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" \
+    cargo chef cook --release --recipe-path recipe.json -p ndhtl-agent --features tch --bin ndhtl
 COPY . .
 RUN LIBTORCH="$(/opt/torch/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" \
     cargo build --release --locked -p ndhtl-agent --features tch --bin ndhtl

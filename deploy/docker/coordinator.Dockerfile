@@ -9,7 +9,7 @@
 # cargo-chef, so a change to ndhtl's code rebuilds only ndhtl.
 
 FROM rust:1.95.0-slim-bookworm AS chef
-RUN cargo install cargo-chef --locked --version 0.1.73
+RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
 
 FROM chef AS planner
