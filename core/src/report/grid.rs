@@ -238,6 +238,39 @@ fn best_cell(cells: &[Vec<GridCell>], metric: Metric) -> Option<(usize, usize)> 
     best.map(|(position, _)| position)
 }
 
+/// How a renderer writes a cell: an absent combination, a value, and the best value.
+struct CellMarkup {
+    absent: &'static str,
+    value: fn(Option<MeanStd>, usize) -> String,
+    best: fn(String) -> String,
+}
+
+const MARKDOWN: CellMarkup = CellMarkup {
+    absent: "—",
+    value: mean_std_cell,
+    best: |value| format!("**{value}** ★"),
+};
+
+const LATEX: CellMarkup = CellMarkup {
+    absent: "--",
+    value: mean_std_latex,
+    best: |value| format!("\\textbf{{{value}}}"),
+};
+
+/// A cell's text: absent (not in the sweep), pending (nothing finished), or its value, marked
+/// when best and followed by `(done/total)` when incomplete.
+fn cell_text(cell: &GridCell, best: bool, markup: &CellMarkup, decimals: usize) -> String {
+    match (cell.total, cell.stats) {
+        (0, _) => markup.absent.to_string(),
+        (_, None) => format!("pending{}", progress_suffix(0, cell.total)),
+        (_, stats) => {
+            let value = (markup.value)(stats, decimals);
+            let value = if best { (markup.best)(value) } else { value };
+            value + &progress_suffix(cell.finished, cell.total)
+        }
+    }
+}
+
 impl GridSlice {
     fn title(&self) -> String {
         self.fixed
@@ -294,19 +327,7 @@ impl GridReport {
             for (r, row) in slice.row_values.iter().enumerate() {
                 let _ = write!(out, "| {row} |");
                 for (c, cell) in slice.cells[r].iter().enumerate() {
-                    let text = match (cell.total, cell.stats) {
-                        (0, _) => "—".to_string(),
-                        (_, None) => format!("pending{}", progress_suffix(0, cell.total)),
-                        (_, stats) => {
-                            let value = mean_std_cell(stats, decimals);
-                            let value = if slice.best == Some((r, c)) {
-                                format!("**{value}** ★")
-                            } else {
-                                value
-                            };
-                            value + &progress_suffix(cell.finished, cell.total)
-                        }
-                    };
+                    let text = cell_text(cell, slice.best == Some((r, c)), &MARKDOWN, decimals);
                     let _ = write!(out, " {text} |");
                 }
                 out.push('\n');
@@ -389,19 +410,7 @@ impl GridReport {
             for (r, row) in slice.row_values.iter().enumerate() {
                 out.push_str(&latex_escape(row));
                 for (c, cell) in slice.cells[r].iter().enumerate() {
-                    let text = match (cell.total, cell.stats) {
-                        (0, _) => "--".to_string(),
-                        (_, None) => format!("pending{}", progress_suffix(0, cell.total)),
-                        (_, stats) => {
-                            let value = mean_std_latex(stats, decimals);
-                            let value = if slice.best == Some((r, c)) {
-                                format!("\\textbf{{{value}}}")
-                            } else {
-                                value
-                            };
-                            value + &progress_suffix(cell.finished, cell.total)
-                        }
-                    };
+                    let text = cell_text(cell, slice.best == Some((r, c)), &LATEX, decimals);
                     let _ = write!(out, " & {text}");
                 }
                 out.push_str(" \\\\\n");
