@@ -26,6 +26,19 @@ fn config(job: &v1::JobResult) -> serde_json::Value {
     serde_json::from_str(&job.config_json).expect("config")
 }
 
+/// The final top-1 of every fine-tune of `method` (at `eta`, when given), as stored.
+fn final_top1s(finetunes: &[&v1::JobResult], method: &str, eta: Option<f64>) -> Vec<f64> {
+    finetunes
+        .iter()
+        .filter(|job| {
+            let c = config(job);
+            c["method"] == method
+                && eta.is_none_or(|eta| (c["eta"].as_f64().unwrap() - eta).abs() < 1e-6)
+        })
+        .map(|job| final_top1(job))
+        .collect()
+}
+
 fn request(sweep: &str, kind: v1::ReportKind, format: v1::ReportFormat) -> v1::GetReportRequest {
     v1::GetReportRequest {
         sweep_id: sweep.into(),
@@ -94,14 +107,7 @@ async fn reports_cover_a_running_sweep_then_match_its_stored_results() {
     let slice = &json["slices"][0];
     assert_eq!(slice["row_values"], serde_json::json!(["0.05", "0.2"]));
     for (row, eta) in [0.05, 0.2].into_iter().enumerate() {
-        let values: Vec<f64> = finetunes
-            .iter()
-            .filter(|job| {
-                let c = config(job);
-                c["method"] == "ndhtl" && (c["eta"].as_f64().unwrap() - eta).abs() < 1e-6
-            })
-            .map(|job| final_top1(job))
-            .collect();
+        let values = final_top1s(&finetunes, "ndhtl", Some(eta));
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         let cell = &slice["cells"][row][0]["stats"];
         assert!(
@@ -124,15 +130,7 @@ async fn reports_cover_a_running_sweep_then_match_its_stored_results() {
     let json: serde_json::Value = serde_json::from_str(&best.text).expect("best JSON");
     let mut means: Vec<f64> = Vec::new();
     for (method, eta) in [("stl", None), ("ndhtl", Some(0.05)), ("ndhtl", Some(0.2))] {
-        let values: Vec<f64> = finetunes
-            .iter()
-            .filter(|job| {
-                let c = config(job);
-                c["method"] == method
-                    && eta.is_none_or(|eta: f64| (c["eta"].as_f64().unwrap() - eta).abs() < 1e-6)
-            })
-            .map(|job| final_top1(job))
-            .collect();
+        let values = final_top1s(&finetunes, method, eta);
         assert_eq!(values.len(), 2);
         means.push(values.iter().sum::<f64>() / 2.0);
     }
