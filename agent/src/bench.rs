@@ -2,6 +2,8 @@
 //!
 //! - `train_b128`: one STL SGD step on a batch of 128 (source-training regime);
 //! - `train_b1_stl`: one STL step at batch 1 (the paper's fine-tuning regime);
+//! - `train_b1_stl_unfused_sgd`: the same with Burn's tensor-op SGD instead of the fused one
+//!   (`train::optimizer`): what fusing the update saves, in the same run;
 //! - `train_b1_ndhtl_k10`: NDHTL at batch 1, a plastic step every image, a backward every 10;
 //! - `loop_b1_stl`, `loop_b1_ndhtl_k10`: the real fine-tuning loop (pipeline, accumulators,
 //!   windows) at batch 1; against the bare steps this is ndhtl's own per-step overhead;
@@ -27,7 +29,7 @@ use crate::device::ComputeDevice;
 use crate::model::loss::cross_entropy;
 use crate::model::{CifarAlexNet, HebbianState, PlasticConfig, PlasticParams};
 use crate::train::lifetime::{images_tensor, labels_tensor};
-use crate::train::optimizer::build_optimizer;
+use crate::train::optimizer::{SgdKernel, build_optimizer, build_optimizer_with};
 
 /// One measured workload.
 #[derive(Debug, Clone, Serialize)]
@@ -94,16 +96,17 @@ fn measurement(workload: &'static str, batch: usize, seconds_per_step: f64) -> M
     }
 }
 
-/// STL training steps at `batch`.
+/// STL training steps at `batch`, with the SGD update `kernel`.
 fn bench_stl_train(
     device: &ComputeDevice,
     plan: &BenchPlan,
     batch: usize,
     base_steps: usize,
+    kernel: SgdKernel,
 ) -> f64 {
     let training = device.autodiff();
     let model = CifarAlexNet::new(10, 0, &training);
-    let mut optimizer = build_optimizer(&model, 0.9, 5e-4);
+    let mut optimizer = build_optimizer_with(&model, 0.9, 5e-4, kernel);
     let mut slot = Some(model);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let (pixels, labels) = random_batch(&mut rng, batch);
@@ -279,8 +282,15 @@ pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -
             results.push(measurement(name, batch, measure()));
         }
     };
-    run("train_b128", 128, &|| bench_stl_train(device, plan, 128, 8));
-    run("train_b1_stl", 1, &|| bench_stl_train(device, plan, 1, 200));
+    run("train_b128", 128, &|| {
+        bench_stl_train(device, plan, 128, 8, SgdKernel::Auto)
+    });
+    run("train_b1_stl", 1, &|| {
+        bench_stl_train(device, plan, 1, 200, SgdKernel::Auto)
+    });
+    run("train_b1_stl_unfused_sgd", 1, &|| {
+        bench_stl_train(device, plan, 1, 200, SgdKernel::TensorOps)
+    });
     run("train_b1_ndhtl_k10", 1, &|| {
         bench_ndhtl_train(device, plan, 10, 20)
     });

@@ -5,6 +5,7 @@
 //! The specification is `spec/NDHTL.md` of the project's shared folder; section numbers in the
 //! docs (§3, D-6, …) refer to it.
 
+pub mod allocator;
 pub mod bench;
 pub mod data;
 pub mod device;

@@ -23,8 +23,13 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() {
+    // Before any thread starts and any tensor is allocated.
+    let allocator = ndhtl_agent::allocator::keep_freed_memory_for_reuse();
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if let Err(reason) = allocator {
+        tracing::debug!(%reason, "malloc left at its settings");
+    }
     if let Some(threads) = cli.threads {
         // Read by the flex backend's thread pool when it first starts.
         // SAFETY: single-threaded at this point; nothing else reads the environment yet.

@@ -34,7 +34,11 @@ pub struct BenchArgs {
     /// Measure only these workloads (e.g. `train_b1_stl`; for profiling).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Also write the results as JSON.
+    /// Measure everything this many times, alternating ndhtl and PyTorch, and report each
+    /// cell's median: on a shared 2-core machine one run's figures can move by 20 %.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub rounds: u32,
+    /// Also write the results as JSON (medians, and every round's figures).
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -43,11 +47,36 @@ pub struct BenchArgs {
 struct BenchReport {
     device: String,
     threads: usize,
-    /// backend → workload → images/s
+    rounds: u32,
+    /// backend → workload → images/s, the median over rounds
     results: BTreeMap<String, BTreeMap<String, f64>>,
+    /// backend (and `pytorch`) → workload → images/s of each round
+    rounds_measured: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
     pytorch_version: Option<String>,
     pipeline_images_per_second: f64,
 }
+
+/// Figures of every round: backend → workload → images/s per round.
+type Samples = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
+
+fn record(samples: &mut Samples, label: &str, figures: impl IntoIterator<Item = (String, f64)>) {
+    let row = samples.entry(label.to_string()).or_default();
+    for (workload, value) in figures {
+        row.entry(workload).or_default().push(value);
+    }
+}
+
+fn medians(row: &BTreeMap<String, Vec<f64>>) -> BTreeMap<String, f64> {
+    row.iter()
+        .map(|(workload, values)| {
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            (workload.clone(), sorted[sorted.len() / 2])
+        })
+        .collect()
+}
+
+const PYTORCH_LABEL: &str = "pytorch";
 
 fn run_pytorch(
     args: &BenchArgs,
@@ -144,26 +173,44 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 .unwrap_or(1)
         });
 
-    let mut results: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut samples = Samples::new();
     let mut order: Vec<&'static str> = Vec::new();
-    for backend in backends {
-        let device = ComputeDevice::resolve(spec, Some(backend))?;
-        let measured: Vec<Measurement> = bench_device(&device, &plan, &args.only);
-        order = measured.iter().map(|m| m.workload).collect();
-        results.insert(
-            device.label(),
-            measured
+    let mut pytorch_version = None;
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            tracing::info!(round, rounds = args.rounds, "bench round");
+        }
+        for &backend in &backends {
+            let device = ComputeDevice::resolve(spec, Some(backend))?;
+            let measured: Vec<Measurement> = bench_device(&device, &plan, &args.only);
+            order = measured.iter().map(|m| m.workload).collect();
+            let figures = measured
                 .into_iter()
-                .map(|m| (m.workload.to_string(), m.images_per_second))
-                .collect(),
-        );
+                .map(|m| (m.workload.to_string(), m.images_per_second));
+            record(&mut samples, &device.label(), figures);
+        }
+        if let Some((version, figures)) = run_pytorch(&args, &plan, threads)? {
+            record(&mut samples, PYTORCH_LABEL, figures);
+            pytorch_version = Some(version);
+        }
     }
     let pipeline = bench_pipeline(&plan);
-    let pytorch = run_pytorch(&args, &plan, threads)?;
+    let mut results: BTreeMap<String, BTreeMap<String, f64>> = samples
+        .iter()
+        .map(|(label, row)| (label.clone(), medians(row)))
+        .collect();
+    let pytorch = results
+        .remove(PYTORCH_LABEL)
+        .and_then(|figures| pytorch_version.clone().map(|version| (version, figures)));
 
     let labels: Vec<String> = results.keys().cloned().collect();
     let mut table = String::new();
-    let mut header = format!("| workload (images/s, {threads} threads) |");
+    let statistic = if args.rounds > 1 {
+        format!(", median of {} rounds", args.rounds)
+    } else {
+        String::new()
+    };
+    let mut header = format!("| workload (images/s, {threads} threads{statistic}) |");
     let mut rule = String::from("|---|");
     if let Some((version, _)) = &pytorch {
         header.push_str(&format!(" PyTorch {version} |"));
@@ -211,7 +258,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let report = BenchReport {
             device: args.device.clone(),
             threads,
+            rounds: args.rounds,
             results,
+            rounds_measured: samples,
             pytorch_version: pytorch.as_ref().map(|(v, _)| v.clone()),
             pipeline_images_per_second: pipeline.images_per_second,
         };
