@@ -2,126 +2,22 @@
 //! download, one cut off midway (resumed with a Range request), a corrupted one, a server that
 //! ignores Range, a missing file, and archives that are unsafe or truncated.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use common::http::{cifar_archive, serve};
 
 use md5::{Digest, Md5};
 use ndhtl_agent::data::DatasetKind;
 use ndhtl_agent::data::download::{
-    ArchiveSpec, DownloadError, DownloadOptions, extract_archive, fetch_archive, fetch_archive_once,
+    ArchiveSpec, DownloadError, FetchError, FetchOptions, extract_archive, fetch_archive,
+    fetch_archive_once,
 };
 use ndhtl_agent::data::synth::{SynthOptions, write_synthetic};
 
-/// What the server did, for assertions.
-#[derive(Default)]
-struct ServerLog {
-    requests: Vec<(String, Option<String>)>,
-}
-
-struct TestServer {
-    base: String,
-    log: Arc<Mutex<ServerLog>>,
-}
-
-/// Serves `archive` under several behaviours, by path prefix:
-/// `/good/`, `/cut/` (the first response stops halfway), `/corrupt/` (one byte flipped),
-/// `/norange/` (always 200, whole body), anything else 404.
-fn serve(archive: Vec<u8>, requests_budget: usize) -> TestServer {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let log = Arc::new(Mutex::new(ServerLog::default()));
-    let server_log = Arc::clone(&log);
-    let cut_served = Arc::new(AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        // Bounded: the server stops by itself after `requests_budget` connections.
-        for stream in listener.incoming().take(requests_budget) {
-            let Ok(stream) = stream else { continue };
-            handle(stream, &archive, &server_log, &cut_served);
-        }
-    });
-    TestServer { base, log }
-}
-
-fn handle(mut stream: TcpStream, archive: &[u8], log: &Mutex<ServerLog>, cut_served: &AtomicUsize) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_string();
-    let mut range = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some(value) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
-            range = Some(value.trim().trim_end_matches('-').to_string());
-        }
-    }
-    log.lock()
-        .unwrap()
-        .requests
-        .push((path.clone(), range.clone()));
-    let mut body = archive.to_vec();
-    if path.starts_with("/corrupt/") {
-        let middle = body.len() / 2;
-        body[middle] ^= 0xFF;
-    }
-    let honours_range = !path.starts_with("/norange/");
-    if !(path.starts_with("/good/")
-        || path.starts_with("/cut/")
-        || path.starts_with("/corrupt/")
-        || path.starts_with("/norange/"))
-    {
-        let _ = stream
-            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        return;
-    }
-    let start: usize = match (&range, honours_range) {
-        (Some(offset), true) => offset.parse().unwrap(),
-        _ => 0,
-    };
-    let (status, extra) = if start > 0 {
-        (
-            "206 Partial Content",
-            format!(
-                "Content-Range: bytes {}-{}/{}\r\n",
-                start,
-                body.len() - 1,
-                body.len()
-            ),
-        )
-    } else {
-        ("200 OK", String::new())
-    };
-    let remaining = &body[start..];
-    let header = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}Content-Type: application/gzip\r\nConnection: close\r\n\r\n",
-        remaining.len()
-    );
-    let _ = stream.write_all(header.as_bytes());
-    let cut_now = path.starts_with("/cut/") && cut_served.fetch_add(1, Ordering::SeqCst) == 0;
-    let to_send = if cut_now {
-        &remaining[..remaining.len() / 2]
-    } else {
-        remaining
-    };
-    let _ = stream.write_all(to_send);
-    let _ = stream.flush();
-    // Dropping the stream closes the connection; a cut response ends before Content-Length.
-}
+const FILE: &str = "cifar-10-binary.tar.gz";
 
 /// A gzip'd tar holding a generated `cifar-10-batches-bin/`.
 fn cifar10_archive(work: &Path) -> Vec<u8> {
@@ -137,14 +33,7 @@ fn cifar10_archive(work: &Path) -> Vec<u8> {
         },
     )
     .unwrap();
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    builder
-        .append_dir_all("cifar-10-batches-bin", data.join("cifar-10-batches-bin"))
-        .unwrap();
-    builder.into_inner().unwrap().finish().unwrap()
+    cifar_archive(&data, DatasetKind::Cifar10)
 }
 
 fn spec_for(archive: &[u8], url: String) -> ArchiveSpec {
@@ -157,9 +46,8 @@ fn spec_for(archive: &[u8], url: String) -> ArchiveSpec {
     }
 }
 
-fn options(cache: &Path) -> DownloadOptions {
-    let mut options = DownloadOptions::new(cache.to_path_buf());
-    options.show_progress = false;
+fn options(cache: &Path) -> FetchOptions {
+    let mut options = FetchOptions::new(cache.to_path_buf());
     options.retry_delay = Duration::from_millis(10);
     options.timeout = Duration::from_secs(5);
     options
@@ -169,7 +57,7 @@ fn options(cache: &Path) -> DownloadOptions {
 fn clean_download_verifies_extracts_and_is_cached() {
     let work = tempfile::tempdir().unwrap();
     let archive = cifar10_archive(work.path());
-    let server = serve(archive.clone(), 10);
+    let server = serve(vec![(FILE.to_string(), archive.clone())], 10);
     let spec = spec_for(
         &archive,
         format!("{}/good/cifar-10-binary.tar.gz", server.base),
@@ -194,7 +82,7 @@ fn clean_download_verifies_extracts_and_is_cached() {
 fn a_download_cut_off_midway_resumes_with_a_range_request() {
     let work = tempfile::tempdir().unwrap();
     let archive = cifar10_archive(work.path());
-    let server = serve(archive.clone(), 10);
+    let server = serve(vec![(FILE.to_string(), archive.clone())], 10);
     let spec = spec_for(
         &archive,
         format!("{}/cut/cifar-10-binary.tar.gz", server.base),
@@ -203,7 +91,7 @@ fn a_download_cut_off_midway_resumes_with_a_range_request() {
 
     // One attempt stops halfway and keeps the partial file.
     let error = fetch_archive_once(&spec, &options(&cache)).unwrap_err();
-    assert!(matches!(error, DownloadError::Incomplete { .. }), "{error}");
+    assert!(matches!(error, FetchError::Incomplete { .. }), "{error}");
     assert!(error.is_retryable());
     let part = cache.join("downloads/cifar-10-binary.tar.gz.part");
     let partial = std::fs::metadata(&part).unwrap().len();
@@ -226,7 +114,7 @@ fn a_download_cut_off_midway_resumes_with_a_range_request() {
 fn a_server_that_ignores_range_restarts_the_download_cleanly() {
     let work = tempfile::tempdir().unwrap();
     let archive = cifar10_archive(work.path());
-    let server = serve(archive.clone(), 10);
+    let server = serve(vec![(FILE.to_string(), archive.clone())], 10);
     let spec = spec_for(
         &archive,
         format!("{}/norange/cifar-10-binary.tar.gz", server.base),
@@ -247,17 +135,14 @@ fn a_server_that_ignores_range_restarts_the_download_cleanly() {
 fn a_corrupted_download_is_rejected_and_deleted() {
     let work = tempfile::tempdir().unwrap();
     let archive = cifar10_archive(work.path());
-    let server = serve(archive.clone(), 10);
+    let server = serve(vec![(FILE.to_string(), archive.clone())], 10);
     let spec = spec_for(
         &archive,
         format!("{}/corrupt/cifar-10-binary.tar.gz", server.base),
     );
     let cache = work.path().join("cache");
     let error = fetch_archive(&spec, &options(&cache)).unwrap_err();
-    assert!(
-        matches!(error, DownloadError::Md5Mismatch { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, FetchError::Md5Mismatch { .. }), "{error}");
     assert!(!error.is_retryable());
     assert!(error.to_string().contains(&spec.md5), "{error}");
     let downloads = cache.join("downloads");
@@ -277,7 +162,7 @@ fn a_corrupted_download_is_rejected_and_deleted() {
     assert!(
         matches!(
             error,
-            DownloadError::Incomplete { .. } | DownloadError::SizeMismatch { .. }
+            FetchError::Incomplete { .. } | FetchError::SizeMismatch { .. }
         ),
         "{error}"
     );
@@ -287,14 +172,14 @@ fn a_corrupted_download_is_rejected_and_deleted() {
 fn a_missing_file_is_a_fatal_http_error() {
     let work = tempfile::tempdir().unwrap();
     let archive = cifar10_archive(work.path());
-    let server = serve(archive.clone(), 10);
+    let server = serve(vec![(FILE.to_string(), archive.clone())], 10);
     let spec = spec_for(
         &archive,
         format!("{}/missing/cifar-10-binary.tar.gz", server.base),
     );
     let error = fetch_archive(&spec, &options(&work.path().join("cache"))).unwrap_err();
     assert!(
-        matches!(error, DownloadError::HttpStatus { status: 404, .. }),
+        matches!(error, FetchError::HttpStatus { status: 404, .. }),
         "{error}"
     );
     assert_eq!(

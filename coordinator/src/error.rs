@@ -1,6 +1,8 @@
 //! The coordinator's one error enum. Each variant maps to one gRPC status code in the service
 //! layer, so a client can tell a refused stale report from an unknown agent from bad input.
 
+use ndhtl_core::dataset::DatasetKind;
+
 use crate::domain::{AgentId, JobId, SweepId};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,12 +53,29 @@ pub enum CoordinatorError {
     /// → `ALREADY_EXISTS`.
     #[error("sweep `{0}` already exists")]
     DuplicateSweep(SweepId),
+    /// → `FAILED_PRECONDITION`: nothing will change until someone acts.
+    #[error(
+        "the coordinator does not serve {dataset}: it runs with `--cifar-fetch off`; give agents the data with `--data`, or start the coordinator with `--cifar-fetch on-demand`"
+    )]
+    DatasetNotServed { dataset: DatasetKind },
+    /// → `UNAVAILABLE`: the last fetch failed; the next request after the delay tries again.
+    #[error(
+        "{dataset} is not available yet: the coordinator's fetch failed ({reason}); it tries again in {retry_in_secs} s"
+    )]
+    DatasetUnavailable {
+        dataset: DatasetKind,
+        reason: String,
+        retry_in_secs: u64,
+    },
 }
 
 impl CoordinatorError {
     /// Whether the same call can succeed later without the caller changing anything.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CoordinatorError::SlotBusy { .. })
+        matches!(
+            self,
+            CoordinatorError::SlotBusy { .. } | CoordinatorError::DatasetUnavailable { .. }
+        )
     }
 }
 

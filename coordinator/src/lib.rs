@@ -4,9 +4,11 @@
 //! - [`domain`]: jobs, sweeps, agents, leases;
 //! - [`state`]: the pure state machine (no I/O, virtual clock) that every event goes through;
 //! - [`store`]: the SQLite state database and the artifact folder;
+//! - [`datasets`]: the CIFAR archives the coordinator fetches once and serves to agents;
 //! - [`service`]: the event loop, the gRPC API and the server;
 //! - [`error`]: the service's one error enum.
 
+pub mod datasets;
 pub mod domain;
 pub mod error;
 pub mod jobs;

@@ -5,10 +5,12 @@
 //! - [`plastic`]: the settings of the plastic layer and the loss;
 //! - [`metrics`]: the per-lifetime records and run summaries jobs report;
 //! - [`dataset`]: which data a job trains on (real CIFAR or generated);
+//! - [`archive`]: the official CIFAR archives and their verified, resumable download;
 //! - [`sweep`]: the YAML sweep language, its validation and its expansion into jobs;
 //! - [`report`]: Table 3 and other reports from a sweep's results;
 //! - [`ids`]: content-derived ids of job configurations.
 
+pub mod archive;
 pub mod config;
 pub mod dataset;
 pub mod ids;

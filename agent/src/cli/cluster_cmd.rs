@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use ndhtl_agent::device::{BackendKind, ComputeDevice, DeviceSpec, build_info, slot_devices};
+use ndhtl_agent::runtime::datasets::UNAVAILABLE_WAIT;
 use ndhtl_agent::runtime::runner::NdhtlRunner;
 use ndhtl_agent::runtime::{AgentOptions, run_agent_draining};
 use ndhtl_coordinator::service::cli::CoordinatorArgs;
@@ -44,8 +45,10 @@ pub struct AgentArgs {
     /// Backend (default: tch when compiled in, else flex).
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
-    /// Data folder with cifar-10-batches-bin/ and cifar-100-binary/ on this machine (jobs on
-    /// generated data need none: the agent makes it under its work folder).
+    /// Data folder with cifar-10-batches-bin/ and cifar-100-binary/ on this machine. A dataset
+    /// missing here is downloaded from the coordinator (which fetches the official archives
+    /// once) and kept under the work folder. Jobs on generated data need none: the agent makes
+    /// it.
     #[arg(long, env = "NDHTL_DATA", default_value = "data")]
     pub data: PathBuf,
     /// Job folders and the artifact cache of this agent.
@@ -80,10 +83,13 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         slot_devices,
         threads_per_slot,
         backend: device.backend,
+        data_dir: args.data.clone(),
         work_dir: args.work_dir.clone(),
         hostname,
         idle_poll: Duration::from_millis(500),
         duplicate_reports: args.chaos_duplicate_reports,
+        dataset_poll: Duration::from_secs(2),
+        dataset_wait: UNAVAILABLE_WAIT,
     };
     let runner = Arc::new(NdhtlRunner {
         data_dir: args.data,

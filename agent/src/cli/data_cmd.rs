@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use ndhtl_agent::data::DatasetKind;
 use ndhtl_agent::data::download::{
-    DownloadOptions, OFFICIAL_BASE_URL, default_cache_dir, download_dataset,
+    FetchOptions, OFFICIAL_BASE_URL, default_cache_dir, download_dataset, options_with_progress,
 };
 use ndhtl_agent::data::synth::{SynthOptions, write_synthetic};
 
@@ -105,8 +105,11 @@ fn synth(args: SynthArgs) -> Result<()> {
 fn download(args: DownloadArgs) -> Result<()> {
     let cache_dir = args.cache_dir.unwrap_or_else(default_cache_dir);
     let out = args.out.unwrap_or_else(|| cache_dir.join("data"));
-    let mut options = DownloadOptions::new(cache_dir);
-    options.show_progress = !args.no_progress;
+    let mut options = if args.no_progress {
+        FetchOptions::new(cache_dir)
+    } else {
+        options_with_progress(cache_dir)
+    };
     options.attempts = args.attempts.max(1);
     options.timeout = std::time::Duration::from_secs(args.timeout_secs);
     let datasets = match args.dataset {

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndhtl_agent::data::DatasetKind;
 use ndhtl_agent::data::TaskSpec;
 use ndhtl_agent::data::download::{
-    DownloadOptions, OFFICIAL_BASE_URL, default_cache_dir, download_dataset,
+    OFFICIAL_BASE_URL, default_cache_dir, download_dataset, options_with_progress,
 };
 use ndhtl_agent::device::{BackendKind, DeviceSpec, build_info, slot_devices};
 use ndhtl_agent::report_bundle::{BundleOptions, write_report_bundle};
@@ -384,6 +384,18 @@ fn status_table(status: &v1::GetStatusResponse) -> String {
             agent.last_seen_ms_ago as f64 / 1000.0
         ));
     }
+    if !status.datasets.is_empty() {
+        out.push_str("\n| dataset served | state | MB | detail |\n|---|---|---|---|\n");
+        for dataset in &status.datasets {
+            out.push_str(&format!(
+                "| {} | {} | {:.1} | {} |\n",
+                dataset.dataset,
+                dataset.state,
+                dataset.bytes as f64 / 1e6,
+                dataset.detail
+            ));
+        }
+    }
     for sweep in &status.sweeps {
         for failure in &sweep.failures {
             let job = failure.job.clone().unwrap_or_default();
@@ -473,7 +485,7 @@ fn prepare_data(plan: &SweepPlan) -> Result<PathBuf> {
     };
     let dir = cifar.dir.unwrap_or_else(|| PathBuf::from("data"));
     if cifar.download {
-        let options = DownloadOptions::new(default_cache_dir());
+        let options = options_with_progress(default_cache_dir());
         for dataset in [DatasetKind::Cifar10, DatasetKind::Cifar100] {
             download_dataset(dataset, OFFICIAL_BASE_URL, &dir, &options)
                 .with_context(|| format!("downloading {dataset} into {}", dir.display()))?;
@@ -532,10 +544,13 @@ pub fn run(args: RunArgs) -> Result<()> {
                 },
                 threads_per_slot: Some(threads_per_agent),
                 backend,
+                data_dir: data_dir.clone(),
                 work_dir: args.state_dir.join(format!("agent-{index}")),
                 hostname: format!("local-{index}"),
                 idle_poll: Duration::from_millis(200),
                 duplicate_reports: false,
+                dataset_poll: Duration::from_secs(1),
+                dataset_wait: Duration::from_secs(5),
             };
             if options.slot_devices.is_empty() {
                 bail!("--agents {agents} asks for more GPUs than this machine has");

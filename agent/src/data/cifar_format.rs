@@ -14,62 +14,9 @@ use std::path::{Path, PathBuf};
 
 use super::labels::CIFAR100_FINE_TO_COARSE;
 
-/// Bytes of one 32×32 RGB image (three 1024-byte planes).
-pub const IMAGE_BYTES: usize = 3 * 32 * 32;
-
-/// The folder name of the official CIFAR-10 binary release.
-pub const CIFAR10_DIR_NAME: &str = "cifar-10-batches-bin";
-/// The folder name of the official CIFAR-100 binary release.
-pub const CIFAR100_DIR_NAME: &str = "cifar-100-binary";
-/// Number of CIFAR-10 training batch files in the official release.
-pub const CIFAR10_TRAIN_BATCHES: usize = 5;
-
-/// Which of the two datasets a file or a task comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DatasetKind {
-    Cifar10,
-    Cifar100,
-}
-
-impl DatasetKind {
-    /// Bytes per record, labels included.
-    pub fn record_bytes(self) -> usize {
-        match self {
-            DatasetKind::Cifar10 => 1 + IMAGE_BYTES,
-            DatasetKind::Cifar100 => 2 + IMAGE_BYTES,
-        }
-    }
-
-    /// Number of classes addressed by the (fine) label byte.
-    pub fn num_classes(self) -> usize {
-        match self {
-            DatasetKind::Cifar10 => 10,
-            DatasetKind::Cifar100 => 100,
-        }
-    }
-
-    /// The official folder name of the binary release.
-    pub fn dir_name(self) -> &'static str {
-        match self {
-            DatasetKind::Cifar10 => CIFAR10_DIR_NAME,
-            DatasetKind::Cifar100 => CIFAR100_DIR_NAME,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatasetKind::Cifar10 => "cifar10",
-            DatasetKind::Cifar100 => "cifar100",
-        }
-    }
-}
-
-impl std::fmt::Display for DatasetKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use ndhtl_core::dataset::{
+    CIFAR10_DIR_NAME, CIFAR10_TRAIN_BATCHES, CIFAR100_DIR_NAME, DatasetKind, IMAGE_BYTES,
+};
 
 /// Everything that can be wrong with a dataset on disk.
 #[derive(Debug, thiserror::Error)]
@@ -347,6 +294,17 @@ pub fn read_cifar100(data_root: &Path) -> Result<RawDataset, DataError> {
         train,
         test,
     })
+}
+
+/// Whether `data_root` holds `kind` in the official layout (its first training file and its
+/// test file; [`read_dataset`] validates the records).
+pub fn dataset_present(data_root: &Path, kind: DatasetKind) -> bool {
+    let dir = data_root.join(kind.dir_name());
+    let files: [&str; 2] = match kind {
+        DatasetKind::Cifar10 => ["data_batch_1.bin", "test_batch.bin"],
+        DatasetKind::Cifar100 => ["train.bin", "test.bin"],
+    };
+    files.iter().all(|file| dir.join(file).is_file())
 }
 
 /// Reads whichever dataset `kind` names.

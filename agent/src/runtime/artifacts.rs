@@ -155,3 +155,50 @@ pub async fn fetch(
     std::fs::rename(&temporary, &cached).map_err(io(&cached))?;
     Ok(bytes)
 }
+
+/// Downloads an artifact into the file `path` in chunks (never whole in memory), checking its
+/// SHA-256; the file appears only once it is complete and correct. Returns its size.
+pub async fn download_to_file(
+    client: &mut AgentServiceClient<Channel>,
+    hash: &str,
+    path: &Path,
+) -> Result<u64, ArtifactError> {
+    use tokio::io::AsyncWriteExt;
+    let rpc = |status| ArtifactError::Rpc {
+        hash: hash.to_string(),
+        status,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let partial = path.with_extension("partial");
+    let mut file = tokio::fs::File::create(&partial)
+        .await
+        .map_err(io(&partial))?;
+    let mut stream = client
+        .download_artifact(v1::DownloadArtifactRequest {
+            sha256: hash.to_string(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.message().await.map_err(rpc)? {
+        hasher.update(&chunk.data);
+        file.write_all(&chunk.data).await.map_err(io(&partial))?;
+        bytes += chunk.data.len() as u64;
+    }
+    file.sync_all().await.map_err(io(&partial))?;
+    drop(file);
+    let actual = hex::encode(hasher.finalize());
+    if actual != hash {
+        let _ = std::fs::remove_file(&partial);
+        return Err(ArtifactError::Corrupt {
+            expected: hash.to_string(),
+            actual,
+        });
+    }
+    std::fs::rename(&partial, path).map_err(io(path))?;
+    Ok(bytes)
+}

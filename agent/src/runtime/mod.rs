@@ -3,6 +3,7 @@
 //! coordinator going away (it retries, and re-registers with its running jobs when forgotten).
 
 pub mod artifacts;
+pub mod datasets;
 pub mod runner;
 
 use std::collections::BTreeMap;
@@ -33,13 +34,20 @@ pub struct AgentOptions {
     /// several slots on one machine do not oversubscribe its cores. `None`: the library default.
     pub threads_per_slot: Option<usize>,
     pub backend: BackendKind,
-    /// Job folders and the artifact cache.
+    /// The agent's own data folder (`--data`). A job on CIFAR whose dataset is not there gets
+    /// it from the coordinator, extracted under `work_dir/datasets/`.
+    pub data_dir: PathBuf,
+    /// Job folders, the artifact cache and the datasets the coordinator served.
     pub work_dir: PathBuf,
     pub hostname: String,
     /// Wait between lease requests when there is no work.
     pub idle_poll: Duration,
     /// Fault injection (chaos tests): send every metrics report twice.
     pub duplicate_reports: bool,
+    /// How often to ask the coordinator about a dataset it is still fetching.
+    pub dataset_poll: Duration,
+    /// How long a job waits for a dataset the coordinator cannot serve right now.
+    pub dataset_wait: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +67,8 @@ struct Shared {
     client: AgentServiceClient<Channel>,
     agent_id: Mutex<String>,
     running: Mutex<BTreeMap<Attempt, CancelToken>>,
+    /// One dataset download at a time, whichever slot needs it first.
+    dataset_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -209,6 +219,7 @@ pub async fn run_agent_draining(
         runner,
         agent_id: Mutex::new(String::new()),
         running: Mutex::new(BTreeMap::new()),
+        dataset_lock: tokio::sync::Mutex::new(()),
         options,
     });
     let registered = register(&shared, None, &shutdown).await?;
@@ -357,7 +368,11 @@ async fn run_leased_in_span(
     let cache = work.join("artifacts");
     let mut client = shared.client.clone();
 
-    let prepared: Result<Option<PathBuf>, runner::RunnerError> = async {
+    let prepared: Result<(Option<PathBuf>, Option<PathBuf>), runner::RunnerError> = async {
+        let data_root = match datasets::required_dataset(&lease.kind, &lease.config_json)? {
+            Some(dataset) => datasets::data_root_for(shared, dataset, shutdown).await?,
+            None => None,
+        };
         // The coordinator's checkpoint is authoritative: lifetimes after it were never recorded.
         let checkpoint = crate::train::checkpoint::checkpoint_dir(&run_dir);
         if run_dir.exists() {
@@ -374,7 +389,7 @@ async fn run_leased_in_span(
             );
         }
         if lease.source_artifact.is_empty() {
-            return Ok(None);
+            return Ok((None, data_root));
         }
         let source_dir = work.join("sources").join(&lease.source_artifact);
         if !has_files(&source_dir) {
@@ -383,11 +398,11 @@ async fn run_leased_in_span(
                 .map_err(|e| retryable(e.to_string()))?;
             artifacts::unpack_into(&bytes, &source_dir).map_err(|e| retryable(e.to_string()))?;
         }
-        Ok(Some(source_dir))
+        Ok((Some(source_dir), data_root))
     }
     .await;
-    let source_model = match prepared {
-        Ok(source_model) => source_model,
+    let (source_model, data_root) = match prepared {
+        Ok(prepared) => prepared,
         Err(error) => {
             report_failure(shared, &job, &error, shutdown).await;
             return;
@@ -407,6 +422,7 @@ async fn run_leased_in_span(
         run_dir,
         source_model,
         source_id: lease.source_artifact.clone(),
+        data_root,
     };
     let (events, mut event_receiver) = tokio::sync::mpsc::unbounded_channel::<LifetimeEvent>();
     let runner = Arc::clone(&shared.runner);

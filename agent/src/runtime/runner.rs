@@ -29,6 +29,9 @@ pub struct JobInput {
     pub source_model: Option<PathBuf>,
     /// The source model's id (its artifact hash), part of the fine-tune's identity.
     pub source_id: String,
+    /// Where the CIFAR data of this job is, when not in the runner's own data folder (a
+    /// dataset the coordinator served).
+    pub data_root: Option<PathBuf>,
 }
 
 /// Reported after every lifetime.
@@ -108,9 +111,12 @@ pub const SOURCE_MODEL_FILE: &str = "source.bpk";
 
 impl NdhtlRunner {
     /// The folder holding the job's data.
-    fn data_dir(&self, dataset: &Dataset) -> Result<PathBuf, RunnerError> {
+    fn data_dir(&self, input: &JobInput, dataset: &Dataset) -> Result<PathBuf, RunnerError> {
         match dataset {
-            Dataset::Cifar => Ok(self.data_dir.clone()),
+            Dataset::Cifar => Ok(input
+                .data_root
+                .clone()
+                .unwrap_or_else(|| self.data_dir.clone())),
             Dataset::Synthetic(settings) => ensure_synthetic(&self.generated_data_dir, settings)
                 .map_err(|error| RunnerError {
                     message: error.to_string(),
@@ -145,7 +151,7 @@ impl NdhtlRunner {
         .map_err(fatal)?;
         let task: TaskSpec = config.task.parse().map_err(fatal)?;
         let data = TaskData::load(
-            &self.data_dir(&config.dataset)?,
+            &self.data_dir(input, &config.dataset)?,
             &task,
             config.train_per_class,
         )?;
@@ -176,7 +182,7 @@ impl NdhtlRunner {
         let device = self.device(&input.device)?;
         let task: TaskSpec = config.task.parse().map_err(fatal)?;
         let data = TaskData::load(
-            &self.data_dir(&config.dataset)?,
+            &self.data_dir(input, &config.dataset)?,
             &task,
             config.train_per_class,
         )?;

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{
     attempt_from_proto, attempts_from_proto, attempts_to_proto, capabilities_from_proto,
-    lease_to_proto, optional_hash,
+    dataset_from_proto, dataset_reply_to_proto, lease_to_proto, optional_hash,
 };
 use super::event_loop::CoordinatorHandle;
 use crate::store::ArtifactStore;
@@ -68,6 +68,17 @@ impl AgentService for AgentApi {
         Ok(Response::new(v1::HeartbeatResponse {
             cancel: attempts_to_proto(cancel),
         }))
+    }
+
+    async fn get_dataset(
+        &self,
+        request: Request<v1::GetDatasetRequest>,
+    ) -> Result<Response<v1::GetDatasetResponse>, Status> {
+        let request = request.into_inner();
+        nonempty("agent_id", request.agent_id)?;
+        let dataset = dataset_from_proto(&request.dataset)?;
+        let reply = self.handle.dataset(dataset).await?;
+        Ok(Response::new(dataset_reply_to_proto(reply)))
     }
 
     async fn lease_job(

@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::run::CoordinatorOptions;
+use ndhtl_core::archive::OFFICIAL_BASE_URL;
+
+use super::run::{CoordinatorOptions, DatasetOptions};
+use crate::datasets::FetchPolicy;
 use crate::state::Timing;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -29,6 +32,21 @@ pub struct CoordinatorArgs {
     /// Attempts before a job fails for good.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
+    /// When to fetch the official CIFAR archives, which the coordinator then serves to agents
+    /// that have no `--data` of their own: `on-demand` (when an agent first asks), `at-start`,
+    /// or `off`.
+    #[arg(
+        long,
+        env = "NDHTL_CIFAR_FETCH",
+        value_enum,
+        default_value = "on-demand"
+    )]
+    pub cifar_fetch: FetchPolicy,
+    /// Where the coordinator fetches the CIFAR archives from: the CIFAR page, or any HTTP
+    /// server holding `cifar-10-binary.tar.gz` and `cifar-100-binary.tar.gz` (air-gapped
+    /// clusters). They are checked against the published sizes and md5s either way.
+    #[arg(long, env = "NDHTL_CIFAR_MIRROR", default_value = OFFICIAL_BASE_URL)]
+    pub cifar_mirror: String,
 }
 
 impl CoordinatorArgs {
@@ -42,6 +60,10 @@ impl CoordinatorArgs {
                 heartbeat_interval_ms: self.heartbeat_secs * 1000,
                 agent_timeout_ms: self.agent_timeout_secs * 1000,
                 max_attempts: self.max_attempts.max(1),
+            },
+            datasets: DatasetOptions {
+                policy: self.cifar_fetch,
+                mirror: self.cifar_mirror,
             },
         }
     }

@@ -7,7 +7,11 @@ use ndhtl_core::report::{
 use ndhtl_proto::v1;
 use tonic::Status;
 
+use ndhtl_core::dataset::DatasetKind;
+
+use super::dataset_loop::{DatasetReply, DatasetView};
 use super::event_loop::ServiceError;
+use crate::datasets::DatasetAnswer;
 use crate::domain::{AgentCapabilities, DeviceKind, JobId, JobKind};
 use crate::error::CoordinatorError;
 use crate::state::LeaseGrant;
@@ -122,10 +126,12 @@ impl From<ServiceError> for Status {
                 | CoordinatorError::UnknownSweep(_) => Status::not_found(message),
                 CoordinatorError::StaleAttempt { .. }
                 | CoordinatorError::SlotBusy { .. }
-                | CoordinatorError::VersionMismatch { .. } => Status::failed_precondition(message),
+                | CoordinatorError::VersionMismatch { .. }
+                | CoordinatorError::DatasetNotServed { .. } => Status::failed_precondition(message),
                 CoordinatorError::NoSuchSlot { .. } | CoordinatorError::InvalidArgument { .. } => {
                     Status::invalid_argument(message)
                 }
+                CoordinatorError::DatasetUnavailable { .. } => Status::unavailable(message),
                 CoordinatorError::DuplicateSweep(_) => Status::already_exists(message),
             },
             // The coordinator stops on a failed write; a restarted one carries on. Retry later.
@@ -247,4 +253,42 @@ pub fn report_request_to_proto(sweep_id: &str, request: &ReportRequest) -> v1::G
         }
     } as i32;
     wire
+}
+
+pub fn dataset_from_proto(name: &str) -> Result<DatasetKind, Status> {
+    name.parse()
+        .map_err(|error: ndhtl_core::dataset::UnknownDataset| {
+            Status::invalid_argument(format!("`dataset`: {error}"))
+        })
+}
+
+pub fn dataset_reply_to_proto(reply: DatasetReply) -> v1::GetDatasetResponse {
+    match reply.answer {
+        DatasetAnswer::Ready(stored) => v1::GetDatasetResponse {
+            ready: true,
+            archive_sha256: stored.artifact,
+            file_name: stored.file_name,
+            archive_bytes: stored.bytes,
+            archive_md5: stored.md5,
+            fetched_bytes: stored.bytes,
+        },
+        DatasetAnswer::Preparing { .. } => v1::GetDatasetResponse {
+            ready: false,
+            archive_bytes: reply.total_bytes,
+            fetched_bytes: reply.fetched_bytes,
+            ..v1::GetDatasetResponse::default()
+        },
+    }
+}
+
+pub fn dataset_views_to_proto(views: Vec<DatasetView>) -> Vec<v1::DatasetStatus> {
+    views
+        .into_iter()
+        .map(|view| v1::DatasetStatus {
+            dataset: view.dataset.as_str().to_string(),
+            state: view.state.to_string(),
+            detail: view.detail,
+            bytes: view.bytes,
+        })
+        .collect()
 }

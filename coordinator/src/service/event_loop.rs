@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use ndhtl_core::dataset::DatasetKind;
+
 use super::clock::Clock;
+use super::dataset_loop::{DatasetReply, DatasetView, LoopDatasets};
+use crate::datasets::StoredDataset;
+use crate::datasets::fetcher::DatasetSource;
 use crate::domain::{AgentCapabilities, AgentId, ArtifactHash, JobId, JobSpec, SweepId};
 use crate::error::CoordinatorError;
 use crate::state::{Change, ClusterState, LeaseGrant, Submitted, SweepCounts};
@@ -33,7 +38,7 @@ pub enum ServiceError {
 type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
 type Inspector = Box<dyn FnOnce(&ClusterState, &Store, u64) + Send>;
 
-enum Command {
+pub(super) enum Command {
     Register {
         capabilities: AgentCapabilities,
         previous: Option<AgentId>,
@@ -94,6 +99,18 @@ enum Command {
         agent: AgentId,
         reply: Reply<()>,
     },
+    Dataset {
+        dataset: DatasetKind,
+        reply: Reply<DatasetReply>,
+    },
+    /// A fetch thread finished (no reply).
+    DatasetFetched {
+        dataset: DatasetKind,
+        outcome: Result<StoredDataset, String>,
+    },
+    Datasets {
+        reply: oneshot::Sender<Vec<DatasetView>>,
+    },
     Inspect {
         inspect: Inspector,
     },
@@ -106,11 +123,22 @@ pub struct CoordinatorHandle {
     sender: Sender<Command>,
 }
 
-/// Starts the event loop on its own thread, from the store's persisted state.
+/// Starts the event loop on its own thread, from the store's persisted state. It serves only
+/// the datasets already stored, and fetches none.
 pub fn spawn_event_loop(
     store: Store,
     timing: crate::state::Timing,
     clock: impl Clock,
+) -> Result<(CoordinatorHandle, JoinHandle<()>), StoreError> {
+    spawn_event_loop_with(store, timing, clock, None)
+}
+
+/// [`spawn_event_loop`], fetching and serving CIFAR from `datasets`.
+pub fn spawn_event_loop_with(
+    store: Store,
+    timing: crate::state::Timing,
+    clock: impl Clock,
+    datasets: Option<DatasetSource>,
 ) -> Result<(CoordinatorHandle, JoinHandle<()>), StoreError> {
     let snapshot = store.load()?;
     let state = ClusterState::restore(
@@ -121,9 +149,16 @@ pub fn spawn_event_loop(
         clock.now_ms(),
     );
     let (sender, receiver) = channel();
+    // Fetch threads report back through the loop's own channel. Only a coordinator that
+    // fetches keeps a sender; it stops on `stop()`, like every served coordinator.
+    let mut datasets = LoopDatasets::new(
+        datasets.map(|source| (source, sender.clone())),
+        snapshot.datasets,
+    );
+    datasets.start(clock.now_ms());
     let thread = std::thread::Builder::new()
         .name("ndhtl-coordinator".into())
-        .spawn(move || run(state, store, receiver, clock))
+        .spawn(move || run(state, datasets, store, receiver, clock))
         .expect("spawning the coordinator thread");
     Ok((CoordinatorHandle { sender }, thread))
 }
@@ -150,7 +185,13 @@ fn answer<T>(
     !fatal
 }
 
-fn run(mut state: ClusterState, mut store: Store, receiver: Receiver<Command>, clock: impl Clock) {
+fn run(
+    mut state: ClusterState,
+    mut datasets: LoopDatasets,
+    mut store: Store,
+    receiver: Receiver<Command>,
+    clock: impl Clock,
+) {
     let tick_every = Duration::from_millis((state.timing().heartbeat_interval_ms / 2).max(10));
     let mut next_tick = std::time::Instant::now() + tick_every;
     loop {
@@ -248,6 +289,19 @@ fn run(mut state: ClusterState, mut store: Store, receiver: Receiver<Command>, c
             Command::LoseAgent { agent, reply } => {
                 let changes = state.lose_agent(&agent);
                 answer(&mut store, reply, Ok(((), changes)))
+            }
+            Command::Dataset { dataset, reply } => {
+                let result = datasets.request(dataset, now);
+                let _ = reply.send(result.map_err(ServiceError::from));
+                true
+            }
+            Command::DatasetFetched { dataset, outcome } => {
+                let changes = datasets.finished(dataset, outcome, now);
+                persist(&mut store, changes).is_ok()
+            }
+            Command::Datasets { reply } => {
+                let _ = reply.send(datasets.views());
+                true
             }
             Command::Inspect { inspect } => {
                 inspect(&state, &store, now);
@@ -389,6 +443,20 @@ impl CoordinatorHandle {
 
     pub async fn counts(&self, sweep: SweepId) -> Result<SweepCounts, ServiceError> {
         self.call(|reply| Command::Counts { sweep, reply }).await
+    }
+
+    /// Which artifact holds `dataset`'s archive (starting its fetch if needed).
+    pub async fn dataset(&self, dataset: DatasetKind) -> Result<DatasetReply, ServiceError> {
+        self.call(|reply| Command::Dataset { dataset, reply }).await
+    }
+
+    /// The datasets served, being fetched, or failed.
+    pub async fn datasets(&self) -> Result<Vec<DatasetView>, ServiceError> {
+        let (reply, response) = oneshot::channel();
+        self.sender
+            .send(Command::Datasets { reply })
+            .map_err(|_| ServiceError::ShuttingDown)?;
+        response.await.map_err(|_| ServiceError::ShuttingDown)
     }
 
     /// Gives up on an agent now (tests and operators; the timer does it after the agent timeout).

@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use super::dataset_loop::DatasetView;
 use super::event_loop::CoordinatorHandle;
 use crate::domain::JobState;
 use crate::state::ClusterState;
@@ -49,7 +50,14 @@ async fn healthz(State(handle): State<CoordinatorHandle>) -> impl IntoResponse {
 }
 
 async fn metrics(State(handle): State<CoordinatorHandle>) -> impl IntoResponse {
-    match handle.inspect(|state, _| prometheus_text(state)).await {
+    let text = match handle.inspect(|state, _| prometheus_text(state)).await {
+        Ok(text) => handle
+            .datasets()
+            .await
+            .map(|views| text + &dataset_gauges(&views)),
+        Err(error) => Err(error),
+    };
+    match text {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -61,6 +69,21 @@ async fn metrics(State(handle): State<CoordinatorHandle>) -> impl IntoResponse {
             format!("{error}\n"),
         ),
     }
+}
+
+/// The served datasets as Prometheus gauges: bytes stored (ready) or fetched so far.
+pub fn dataset_gauges(views: &[DatasetView]) -> String {
+    let mut out = String::from(
+        "# HELP ndhtl_dataset_bytes CIFAR archives the coordinator serves: bytes stored, or fetched so far.\n# TYPE ndhtl_dataset_bytes gauge\n",
+    );
+    for view in views {
+        let _ = writeln!(
+            out,
+            "ndhtl_dataset_bytes{{dataset=\"{}\",state=\"{}\"}} {}",
+            view.dataset, view.state, view.bytes
+        );
+    }
+    out
 }
 
 /// The state as Prometheus gauges. Pure, so it is tested without a server.
@@ -193,5 +216,33 @@ mod tests {
         }
         // Every sample is preceded by its HELP and TYPE lines.
         assert_eq!(text.matches("# TYPE").count(), 5);
+    }
+
+    #[test]
+    fn served_datasets_are_gauges_by_dataset_and_state() {
+        let views = [
+            DatasetView {
+                dataset: ndhtl_core::dataset::DatasetKind::Cifar10,
+                state: "ready",
+                detail: "https://mirror/cifar-10-binary.tar.gz".into(),
+                bytes: 170_052_171,
+            },
+            DatasetView {
+                dataset: ndhtl_core::dataset::DatasetKind::Cifar100,
+                state: "fetching",
+                detail: String::new(),
+                bytes: 1_024,
+            },
+        ];
+        let text = dataset_gauges(&views);
+        assert!(text.contains("# TYPE ndhtl_dataset_bytes gauge"), "{text}");
+        assert!(
+            text.contains("ndhtl_dataset_bytes{dataset=\"cifar10\",state=\"ready\"} 170052171"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ndhtl_dataset_bytes{dataset=\"cifar100\",state=\"fetching\"} 1024"),
+            "{text}"
+        );
     }
 }

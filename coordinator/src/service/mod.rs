@@ -4,6 +4,8 @@ pub mod agent_api;
 pub mod cli;
 pub mod clock;
 pub mod convert;
+mod dataset_loop;
+pub use dataset_loop::{DatasetReply, DatasetView};
 pub mod event_loop;
 pub mod http;
 pub mod run;
@@ -11,4 +13,4 @@ pub mod server;
 pub mod sweep_api;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use event_loop::{CoordinatorHandle, ServiceError, spawn_event_loop};
+pub use event_loop::{CoordinatorHandle, ServiceError, spawn_event_loop, spawn_event_loop_with};

@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::clock::SystemClock;
-use super::event_loop::spawn_event_loop;
+use super::event_loop::spawn_event_loop_with;
 use super::http::serve_http;
 use super::server::serve;
+use crate::datasets::FetchPolicy;
+use crate::datasets::fetcher::DatasetSource;
 use crate::state::Timing;
 use crate::store::{ArtifactError, ArtifactStore, Store, StoreError};
 
@@ -19,6 +21,15 @@ pub struct CoordinatorOptions {
     /// The SQLite database and the artifact folder live here.
     pub state_dir: PathBuf,
     pub timing: Timing,
+    pub datasets: DatasetOptions,
+}
+
+/// How the coordinator fetches the CIFAR archives it serves.
+#[derive(Debug, Clone)]
+pub struct DatasetOptions {
+    pub policy: FetchPolicy,
+    /// Base URL of the archives.
+    pub mirror: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +73,15 @@ pub async fn run_coordinator(
     let store = Store::open(&options.state_dir)?;
     let artifacts = ArtifactStore::open(&options.state_dir.join("artifacts"))?;
     let snapshot_jobs = store.load()?.jobs.len();
-    let (handle, event_loop) = spawn_event_loop(store, options.timing, SystemClock)?;
+    let datasets = (options.datasets.policy != FetchPolicy::Off).then(|| {
+        DatasetSource::official(
+            options.datasets.policy,
+            Some(&options.datasets.mirror),
+            &options.state_dir,
+            artifacts.clone(),
+        )
+    });
+    let (handle, event_loop) = spawn_event_loop_with(store, options.timing, SystemClock, datasets)?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| RunError::Listen {

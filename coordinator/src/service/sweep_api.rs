@@ -211,11 +211,19 @@ impl SweepService for SweepApi {
                             last_seen_ms_ago: now.saturating_sub(agent.last_heartbeat_ms),
                         })
                         .collect();
-                    Ok(v1::GetStatusResponse { sweeps, agents })
+                    Ok(v1::GetStatusResponse {
+                        sweeps,
+                        agents,
+                        datasets: Vec::new(),
+                    })
                 },
             )
             .await??;
-        Ok(Response::new(response))
+        let datasets = self.handle.datasets().await?;
+        Ok(Response::new(v1::GetStatusResponse {
+            datasets: super::convert::dataset_views_to_proto(datasets),
+            ..response
+        }))
     }
 
     async fn cancel_sweep(

@@ -76,6 +76,8 @@ pub enum Change {
         attempt: u32,
         summary_json: String,
     },
+    /// A CIFAR archive the coordinator now serves.
+    Dataset(crate::datasets::StoredDataset),
 }
 
 /// What a lease hands to an agent.

@@ -53,6 +53,9 @@ impl FakeStore {
                 Change::Job(job) => {
                     self.jobs.insert(job.spec.id.clone(), *job);
                 }
+                Change::Dataset(stored) => {
+                    panic!("the job state machine stored a dataset: {stored:?}")
+                }
                 Change::Sweep(sweep) => {
                     self.sweeps.insert(sweep.id.clone(), sweep);
                 }

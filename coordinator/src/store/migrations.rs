@@ -37,6 +37,11 @@ const MIGRATIONS: &[&str] = &[
          attempt INTEGER NOT NULL,
          body    TEXT    NOT NULL
      );",
+    // 1 → 2: the CIFAR archives the coordinator serves, keyed by dataset (`cifar10`).
+    "CREATE TABLE datasets (
+         id   TEXT PRIMARY KEY,
+         body TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this code writes.

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 pub use artifacts::{ArtifactError, ArtifactStore};
 
+use crate::datasets::StoredDataset;
 use crate::domain::{Agent, Job, Sweep};
 use crate::state::Change;
 
@@ -55,6 +56,7 @@ pub struct Snapshot {
     pub jobs: Vec<Job>,
     pub sweeps: Vec<Sweep>,
     pub agents: Vec<Agent>,
+    pub datasets: Vec<StoredDataset>,
 }
 
 /// One stored metric record.
@@ -178,6 +180,15 @@ impl Store {
                         )
                         .map_err(sqlite)?;
                 }
+                Change::Dataset(stored) => {
+                    transaction
+                        .execute(
+                            "INSERT INTO datasets (id, body) VALUES (?1, ?2)
+                             ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                            params![stored.dataset.as_str(), to_json(stored)],
+                        )
+                        .map_err(sqlite)?;
+                }
             }
         }
         transaction.commit().map_err(sqlite)
@@ -216,6 +227,7 @@ impl Store {
             jobs: self.load_table("jobs")?,
             sweeps: self.load_table("sweeps")?,
             agents: self.load_table("agents")?,
+            datasets: self.load_table("datasets")?,
         })
     }
 

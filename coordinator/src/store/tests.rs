@@ -199,3 +199,24 @@ fn artifacts_are_content_addressed_and_verified() {
         Err(ArtifactError::NotFound(_))
     ));
 }
+
+#[test]
+fn a_served_dataset_survives_a_restart_and_a_newer_fetch_replaces_it() {
+    use crate::datasets::StoredDataset;
+    use ndhtl_core::dataset::DatasetKind;
+    let dir = tempfile::tempdir().unwrap();
+    let stored = |artifact: &str| StoredDataset {
+        dataset: DatasetKind::Cifar100,
+        file_name: "cifar-100-binary.tar.gz".into(),
+        artifact: artifact.repeat(64),
+        bytes: 168_513_733,
+        md5: "03b5dce01913d631647c71ecec9e9cb8".into(),
+        origin: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz".into(),
+    };
+    let mut store = Store::open(dir.path()).unwrap();
+    store.apply(&[Change::Dataset(stored("a"))]).unwrap();
+    store.apply(&[Change::Dataset(stored("b"))]).unwrap();
+    drop(store);
+    let snapshot = Store::open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(snapshot.datasets, vec![stored("b")]);
+}
