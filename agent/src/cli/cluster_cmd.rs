@@ -54,6 +54,10 @@ pub struct AgentArgs {
     /// Job folders and the artifact cache of this agent.
     #[arg(long, env = "NDHTL_WORK_DIR", default_value = "ndhtl-agent")]
     pub work_dir: PathBuf,
+    /// How long a job waits for a dataset the coordinator cannot serve right now (its fetch
+    /// failed, or it does not answer) before the attempt fails and goes back to the queue.
+    #[arg(long, env = "NDHTL_DATASET_WAIT_SECS", default_value_t = UNAVAILABLE_WAIT.as_secs())]
+    pub dataset_wait_secs: u64,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -89,7 +93,7 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         idle_poll: Duration::from_millis(500),
         duplicate_reports: args.chaos_duplicate_reports,
         dataset_poll: Duration::from_secs(2),
-        dataset_wait: UNAVAILABLE_WAIT,
+        dataset_wait: Duration::from_secs(args.dataset_wait_secs),
     };
     let runner = Arc::new(NdhtlRunner {
         data_dir: args.data,
