@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The GPU check of the tch agent, as one short script (about 5 minutes on one H100):
+# The GPU check of the tch agent, as one short script (steps 1–4 took about 5 minutes on one H100):
 #   1. builds the tch binaries (or takes prebuilt ones, see --prebuilt);
 #   2. runs the numerical tests (spec §9: equations, finite differences, STL equivalence,
 #      resume, learning above chance) on the GPU;
 #   3. runs a one-target STL and NDHTL fine-tune on the GPU, on generated data;
-#   4. runs `ndhtl bench` on the GPU beside PyTorch on the same GPU.
+#   4. runs `ndhtl bench` on the GPU beside PyTorch on the same GPU;
+#   5. times a whole scaled-down reproduction (scripts/reproduction-bench.sh): 4 jobs side by
+#      side on the GPU against the same jobs one after another in PyTorch on the same GPU.
 # Everything it prints also goes to $OUT_DIR/gpu-check.log.
 #
 #   deploy/gpu-check.sh                         # on a GPU machine with cargo: builds, then checks
 #   deploy/gpu-check.sh --prebuilt DIR          # binaries built elsewhere: DIR holds ndhtl,
-#                                               # plastic_equations and training (or .gz of them)
+#                                               # plastic_equations, training and optimizer
+#                                               # (or .gz of them)
 #
 # Options: --device cuda:N (default cuda:0), --out DIR (default gpu-check-out).
 # Building needs the torch wheel's libtorch (deploy/libtorch.sh). With --prebuilt, the libtorch
@@ -49,7 +52,7 @@ bin="$scratch/bin"
 mkdir -p "$bin"
 if [[ -n "$prebuilt" ]]; then
   step "prebuilt binaries from $prebuilt"
-  for name in ndhtl plastic_equations training; do
+  for name in ndhtl plastic_equations training optimizer; do
     if [[ -f "$prebuilt/$name.gz" ]]; then gzip -dc "$prebuilt/$name.gz" > "$bin/$name"
     else cp "$prebuilt/$name" "$bin/$name"; fi
     chmod +x "$bin/$name"
@@ -62,9 +65,10 @@ else
   eval "$(deploy/libtorch.sh)"
   target="${CARGO_TARGET_DIR:-target}"
   cargo build --release --features tch --bin ndhtl || exit 1
-  cargo test --release --features tch -p ndhtl-agent --test plastic_equations --test training --no-run || exit 1
+  cargo test --release --features tch -p ndhtl-agent --test plastic_equations --test training \
+    --test optimizer --no-run || exit 1
   cp "$target/release/ndhtl" "$bin/ndhtl"
-  for name in plastic_equations training; do
+  for name in plastic_equations training optimizer; do
     cp "$(ls -t "$target"/release/deps/$name-* | grep -v '\.d$' | head -1)" "$bin/$name"
   done
 fi
@@ -75,6 +79,7 @@ step "numerical tests on tch:$device"
 export NDHTL_TEST_DEVICE="tch:$device"
 check "plastic equations" "$bin/plastic_equations" --test-threads 1
 check "training" "$bin/training" --test-threads 1
+check "optimizer (fused SGD, in place on the GPU)" "$bin/optimizer" --test-threads 1
 
 step "one-target fine-tunes on $device (generated data)"
 work="$scratch/work"
@@ -93,6 +98,10 @@ grep -h '"summary"' "$out_dir"/*.jsonl || true
 step "benchmark: tch on $device beside PyTorch on the same GPU"
 check "bench" "$ndhtl" bench --backends tch --device "$device" --python python3 \
   --json "$out_dir/bench.json"
+
+step "a scaled-down reproduction on $device: 4 jobs side by side against PyTorch's sequential run"
+check "reproduction" env DEVICE="$device" AGENTS=4 NDHTL="$ndhtl" NDHTL_BENCH_PYTHON=python3 \
+  scripts/reproduction-bench.sh
 
 step "done: $failures failed step(s)"
 exit $(( failures > 0 ))

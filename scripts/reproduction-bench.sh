@@ -8,12 +8,14 @@
 #   cargo build --release --bin ndhtl && eval "$(deploy/libtorch.sh)"
 #   scripts/reproduction-bench.sh                  # flex agents
 #   BACKEND=tch NDHTL=target-tch/release/ndhtl scripts/reproduction-bench.sh
+#   DEVICE=cuda:0 AGENTS=4 NDHTL=.../ndhtl scripts/reproduction-bench.sh   # one GPU, 4 jobs on it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ndhtl="${NDHTL:-${CARGO_TARGET_DIR:-target}/release/ndhtl}"
 python="${NDHTL_BENCH_PYTHON:-python3}"
 agents="${AGENTS:-2}"
-backend="${BACKEND:-flex}"
+device="${DEVICE:-cpu}"
+if [[ "$device" == cpu ]]; then backend="${BACKEND:-flex}"; else backend="${BACKEND:-tch}"; fi
 cores="$(nproc)"
 sweep=sweeps/table3-cpu-scaled.yaml
 work="$(mktemp -d)"
@@ -25,17 +27,17 @@ trap 'rm -rf "$work"' EXIT
   --cifar10-train-per-class 60 --cifar10-test-per-class 20 \
   --cifar100-train-per-class 30 --cifar100-test-per-class 10 > /dev/null
 
-echo "ndhtl run: $agents $backend agents on $cores cores" >&2
+echo "ndhtl run: $agents $backend agents on $device ($cores cores)" >&2
 start=$(date +%s.%N)
-"$ndhtl" run "$sweep" --agents "$agents" --backend "$backend" --state-dir "$work/run" \
+"$ndhtl" run "$sweep" --agents "$agents" --backend "$backend" --device "$device" --state-dir "$work/run" \
   > "$work/run.log" 2>&1 || { tail -20 "$work/run.log"; exit 1; }
 end=$(date +%s.%N)
 
-echo "PyTorch, one job after another, $cores threads" >&2
+echo "PyTorch on $device, one job after another, $cores threads" >&2
 "$python" agent/bench/pytorch_sweep.py --jobs "$work/jobs.jsonl" --data "$work/data" \
-  --threads "$cores" > "$work/pytorch.json"
+  --threads "$cores" --device "$device" > "$work/pytorch.json"
 
-"$python" - "$work/pytorch.json" "$start" "$end" "$agents" "$backend" <<'PY'
+"$python" - "$work/pytorch.json" "$start" "$end" "$agents" "$backend" "$device" <<'PY'
 import json, sys
 pytorch = json.load(open(sys.argv[1]))
 ndhtl = float(sys.argv[3]) - float(sys.argv[2])
@@ -44,6 +46,7 @@ print(json.dumps({
     "ndhtl_run_seconds": round(ndhtl, 1),
     "ndhtl_agents": int(sys.argv[4]),
     "ndhtl_backend": sys.argv[5],
+    "device": sys.argv[6],
     "pytorch_sequential_seconds": round(pytorch["wall_seconds"], 1),
     "pytorch": pytorch["torch"],
     "pytorch_threads": pytorch["threads"],

@@ -13,6 +13,7 @@ time, not fidelity: augmentation and details of initialisation follow ndhtl's in
 for bit.
 
   python3 agent/bench/pytorch_sweep.py --jobs jobs.jsonl --data DATA --threads 2
+  python3 agent/bench/pytorch_sweep.py --jobs jobs.jsonl --data DATA --device cuda:0
 """
 import argparse
 import copy
@@ -28,6 +29,8 @@ from pytorch_reference import AlexNet
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2023, 0.1994, 0.2010]).view(1, 3, 1, 1)
+# Where models and data live (--device); the images of a task are moved there once.
+DEVICE = torch.device("cpu")
 
 
 def read_records(path, label_bytes):
@@ -57,7 +60,7 @@ def task_tensors(data, dataset, classes, split, per_class=None):
             keep.append(index)
     x = (pixels[keep].float() / 255.0 - MEAN) / STD
     y = torch.tensor([remap[labels[i].item()] for i in keep])
-    return x, y
+    return x.to(DEVICE), y.to(DEVICE)
 
 
 def augment(x):
@@ -103,7 +106,7 @@ def run_source(job, data):
     c = job["config"]
     x, y = task_tensors(data, job["dataset"], job["classes"], "train", c.get("train_per_class"))
     tx, ty = task_tensors(data, job["dataset"], job["classes"], "test")
-    model = AlexNet(len(job["classes"]))
+    model = AlexNet(len(job["classes"])).to(DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"])
     milestones = [round(m * c["epochs"]) for m in c["lr_milestones"]]
     schedule = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=c["lr_gamma"])
@@ -131,17 +134,17 @@ def run_finetune(job, data, source):
     features = copy.deepcopy(source.features)
     ndhtl = c["method"] == "ndhtl"
     if ndhtl:
-        head = PlasticHead(256, classes, c["eta"], c["plastic"]["clip"])
+        head = PlasticHead(256, classes, c["eta"], c["plastic"]["clip"]).to(DEVICE)
         plastic = [head.alpha, head.eta] + list(head.modulator.parameters())
         groups = [{"params": list(features.parameters()) + list(head.classifier.parameters()),
                    "weight_decay": c["weight_decay"]},
                   {"params": plastic, "weight_decay": 0.0}]
     else:
-        head = nn.Linear(256, classes)
+        head = nn.Linear(256, classes).to(DEVICE)
         groups = [{"params": list(features.parameters()) + list(head.parameters()),
                    "weight_decay": c["weight_decay"]}]
     opt = torch.optim.SGD(groups, lr=c["lr"], momentum=c["momentum"])
-    zeros = lambda: (torch.zeros(256, classes), torch.zeros(256, classes))
+    zeros = lambda: (torch.zeros(256, classes, device=DEVICE), torch.zeros(256, classes, device=DEVICE))
     hebb, elig = zeros()
 
     def forward_eval(images):
@@ -188,7 +191,10 @@ def main():
     parser.add_argument("--jobs", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -201,10 +207,13 @@ def main():
             sources[job["job_id"]], top1 = run_source(job, args.data)
         else:
             top1 = run_finetune(job, args.data, sources[job["depends_on"]])
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize(DEVICE)
         results.append({"job_id": job["job_id"], "kind": job["kind"],
                         "task": job["config"].get("task"), "method": job["config"].get("method"),
                         "seconds": time.perf_counter() - began, "final_top1": top1})
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "device": str(DEVICE),
                       "jobs": len(results), "wall_seconds": time.perf_counter() - start,
                       "results": results}))
 

@@ -14,7 +14,7 @@ use burn::tensor::Device;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DeviceSpec {
     Cpu,
-    /// `cuda` (every GPU; one job per GPU) or `cuda:N`.
+    /// `cuda` (every GPU) or `cuda:N`.
     Cuda(Option<usize>),
 }
 
@@ -231,11 +231,14 @@ pub fn cuda_device_count() -> usize {
     }
 }
 
-/// The devices one slot each runs on: `cuda` means every GPU, one slot per GPU.
-pub fn slot_devices(spec: DeviceSpec, cpu_slots: u32) -> Result<Vec<DeviceSpec>, DeviceError> {
-    match spec {
-        DeviceSpec::Cpu => Ok(vec![DeviceSpec::Cpu; cpu_slots.max(1) as usize]),
-        DeviceSpec::Cuda(Some(index)) => Ok(vec![DeviceSpec::Cuda(Some(index))]),
+/// The devices the agent's slots run on, one entry per slot: `slots` jobs share the CPU, and
+/// each GPU (`cuda` means every GPU libtorch sees) runs `slots` jobs side by side. At batch 1
+/// one job leaves most of a GPU idle, so a few per GPU finish a sweep sooner.
+pub fn slot_devices(spec: DeviceSpec, slots: u32) -> Result<Vec<DeviceSpec>, DeviceError> {
+    let slots = slots.max(1) as usize;
+    let gpus: Vec<DeviceSpec> = match spec {
+        DeviceSpec::Cpu => return Ok(vec![DeviceSpec::Cpu; slots]),
+        DeviceSpec::Cuda(Some(index)) => vec![DeviceSpec::Cuda(Some(index))],
         DeviceSpec::Cuda(None) => {
             if !BackendKind::Tch.is_compiled() {
                 return Err(DeviceError::NeedsTch {
@@ -246,11 +249,20 @@ pub fn slot_devices(spec: DeviceSpec, cpu_slots: u32) -> Result<Vec<DeviceSpec>,
             if count == 0 {
                 return Err(DeviceError::NoGpu);
             }
-            Ok((0..count)
+            (0..count)
                 .map(|index| DeviceSpec::Cuda(Some(index)))
-                .collect())
+                .collect()
         }
-    }
+    };
+    Ok(repeat_each(&gpus, slots))
+}
+
+/// `[a, b]` with 2 → `[a, a, b, b]`: slots of one GPU stay next to each other.
+fn repeat_each(devices: &[DeviceSpec], times: usize) -> Vec<DeviceSpec> {
+    devices
+        .iter()
+        .flat_map(|device| std::iter::repeat_n(*device, times))
+        .collect()
 }
 
 #[cfg(feature = "tch")]
@@ -295,6 +307,32 @@ mod tests {
         assert!(matches!(err, DeviceError::FlexIsCpuOnly(_)));
         let cpu = ComputeDevice::resolve(DeviceSpec::Cpu, Some(BackendKind::Flex)).unwrap();
         assert_eq!(cpu.label(), "flex:cpu");
+    }
+
+    #[test]
+    fn slots_are_per_device() {
+        assert_eq!(
+            slot_devices(DeviceSpec::Cpu, 3).unwrap(),
+            vec![DeviceSpec::Cpu; 3]
+        );
+        assert_eq!(
+            slot_devices(DeviceSpec::Cpu, 0).unwrap(),
+            vec![DeviceSpec::Cpu]
+        );
+        assert_eq!(
+            slot_devices(DeviceSpec::Cuda(Some(2)), 2).unwrap(),
+            vec![DeviceSpec::Cuda(Some(2)); 2]
+        );
+        let two_gpus = [DeviceSpec::Cuda(Some(0)), DeviceSpec::Cuda(Some(1))];
+        assert_eq!(
+            repeat_each(&two_gpus, 2),
+            vec![
+                DeviceSpec::Cuda(Some(0)),
+                DeviceSpec::Cuda(Some(0)),
+                DeviceSpec::Cuda(Some(1)),
+                DeviceSpec::Cuda(Some(1)),
+            ]
+        );
     }
 
     #[cfg(not(feature = "tch"))]

@@ -155,11 +155,11 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// The device a job in `slot` runs on: GPU `slot` on a CUDA agent (one job per GPU), else
-    /// the CPU.
-    pub fn device_of_slot(&self, slot: u32) -> String {
+    /// The kind of device a job in `slot` runs on: `cuda` on a CUDA agent, else `cpu`. Which GPU
+    /// is the agent's business: it pins each slot to one GPU, and may run several slots per GPU.
+    pub fn device_of_slot(&self, _slot: u32) -> String {
         if self.capabilities.devices.contains(&DeviceKind::Cuda) {
-            format!("cuda:{slot}")
+            "cuda".into()
         } else {
             "cpu".into()
         }

@@ -22,12 +22,13 @@ pub struct AgentArgs {
         default_value = "http://127.0.0.1:7070"
     )]
     pub coordinator: String,
-    /// Jobs run at once. On a GPU agent, one job per GPU; on CPU, as many as the cores allow
-    /// (batch-1 jobs gain little from a second thread, so one slot per core is a good start).
+    /// Jobs run at once: on the CPU, as many as the cores allow (batch-1 jobs gain little from
+    /// a second thread, so one slot per core is a good start); on GPUs, jobs per GPU (a batch-1
+    /// job leaves most of a GPU idle, so a few per GPU finish a sweep sooner).
     #[arg(long, env = "NDHTL_SLOTS", default_value_t = 1)]
     pub slots: u32,
-    /// `cpu`; `cuda` for every GPU of the machine, one slot each; or `cuda:N` for one GPU
-    /// (GPUs need the tch build). On a GPU, `--slots` is ignored: one job runs per GPU.
+    /// `cpu`; `cuda` for every GPU of the machine, `--slots` jobs each; or `cuda:N` for one GPU
+    /// (GPUs need the tch build).
     #[arg(long, env = "NDHTL_DEVICE", default_value = "cpu")]
     pub device: String,
     /// CPU threads each job may use, so that several CPU slots do not oversubscribe the cores

@@ -457,7 +457,8 @@ pub fn cancel(args: CancelArgs) -> Result<()> {
 pub struct RunArgs {
     /// The sweep file.
     pub sweep: PathBuf,
-    /// Local agents (one job each at a time), sharing the CPU cores.
+    /// Local agents (one job each at a time), sharing the CPU cores; on `--device cuda`, agent
+    /// i runs on GPU i mod the GPU count, so several agents share a GPU.
     #[arg(long, default_value_t = 2)]
     pub agents: u32,
     /// The coordinator's state (database, artifacts); rerunning resumes and reuses results.
@@ -536,11 +537,10 @@ pub fn run(args: RunArgs) -> Result<()> {
                 coordinator: format!("http://{address}"),
                 slot_devices: match spec {
                     DeviceSpec::Cpu => vec![DeviceSpec::Cpu],
-                    gpu => slot_devices(gpu, 1)?
-                        .into_iter()
-                        .skip(index as usize)
-                        .take(1)
-                        .collect(),
+                    gpu => {
+                        let gpus = slot_devices(gpu, 1)?;
+                        vec![gpus[index as usize % gpus.len()]]
+                    }
                 },
                 threads_per_slot: Some(threads_per_agent),
                 backend,
@@ -552,9 +552,6 @@ pub fn run(args: RunArgs) -> Result<()> {
                 dataset_poll: Duration::from_secs(1),
                 dataset_wait: Duration::from_secs(5),
             };
-            if options.slot_devices.is_empty() {
-                bail!("--agents {agents} asks for more GPUs than this machine has");
-            }
             let runner = Arc::new(NdhtlRunner {
                 data_dir: data_dir.clone(),
                 generated_data_dir: args.state_dir.join("data"),

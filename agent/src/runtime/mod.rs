@@ -27,8 +27,8 @@ use tracing::Instrument;
 pub struct AgentOptions {
     /// `http://host:port` of the coordinator.
     pub coordinator: String,
-    /// The device of each slot: one job runs per slot (one slot per GPU; on the CPU, as many as
-    /// asked for). Build it with [`crate::device::slot_devices`].
+    /// The device of each slot: one job runs per slot (`--slots` on the CPU, `--slots` per
+    /// GPU). Build it with [`crate::device::slot_devices`].
     pub slot_devices: Vec<DeviceSpec>,
     /// CPU threads each job may use (flex's rayon pool, libtorch's intra-op threads), so that
     /// several slots on one machine do not oversubscribe its cores. `None`: the library default.
