@@ -27,8 +27,9 @@ RUN cargo chef prepare --recipe-path recipe.json --bin ndhtl
 FROM chef AS builder
 ARG TORCH_VERSION
 ARG TORCH_SITE
+# g++: torch-sys compiles tch's C++ shim (the rust image has only gcc).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3-venv=3.11.* \
+ && apt-get install -y --no-install-recommends python3-venv=3.11.* g++=4:12.* \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/torch \
  && /opt/torch/bin/pip install --no-cache-dir "torch==${TORCH_VERSION}"
