@@ -155,9 +155,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// The kind of device a job in `slot` runs on: `cuda` on a CUDA agent, else `cpu`. Which GPU
-    /// is the agent's business: it pins each slot to one GPU, and may run several slots per GPU.
-    pub fn device_of_slot(&self, _slot: u32) -> String {
+    /// The kind of device its jobs run on: `cuda` on a CUDA agent, else `cpu`. Which GPU is the
+    /// agent's business: it pins each slot to one GPU, and may run several slots per GPU.
+    pub fn device_kind_of_jobs(&self) -> String {
         if self.capabilities.devices.contains(&DeviceKind::Cuda) {
             "cuda".into()
         } else {

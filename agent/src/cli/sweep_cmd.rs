@@ -531,17 +531,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         tracing::info!(%address, "coordinator serving (ndhtl status --coordinator http://{address})");
 
         let (stop_agents, agents_stopped) = tokio::sync::watch::channel(false);
+        // The devices agents are spread over: the CPU, or each GPU once.
+        let agent_devices = slot_devices(spec, 1)?;
         let mut agent_tasks = Vec::new();
         for index in 0..agents {
             let options = AgentOptions {
                 coordinator: format!("http://{address}"),
-                slot_devices: match spec {
-                    DeviceSpec::Cpu => vec![DeviceSpec::Cpu],
-                    gpu => {
-                        let gpus = slot_devices(gpu, 1)?;
-                        vec![gpus[index as usize % gpus.len()]]
-                    }
-                },
+                slot_devices: vec![agent_devices[index as usize % agent_devices.len()]],
                 threads_per_slot: Some(threads_per_agent),
                 backend,
                 data_dir: data_dir.clone(),

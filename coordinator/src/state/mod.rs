@@ -515,7 +515,7 @@ impl ClusterState {
             spec: job.spec.clone(),
             attempt: lease.attempt,
             deadline_ms: lease.deadline_ms,
-            device: record.device_of_slot(slot),
+            device: record.device_kind_of_jobs(),
             source_artifact,
             resume: job.checkpoint.clone(),
             completed_lifetimes: job.completed_lifetimes,

@@ -406,7 +406,7 @@ fn a_fine_tune_waits_for_its_source_and_fails_with_it() {
 }
 
 #[test]
-fn jobs_go_only_to_agents_that_can_run_them_one_per_gpu() {
+fn jobs_go_only_to_agents_that_can_run_them_one_per_slot() {
     let mut h = Harness::new();
     let gpu_job = JobSpec {
         resources: Resources {
