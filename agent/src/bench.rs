@@ -4,6 +4,9 @@
 //! - `train_b1_stl`: one STL step at batch 1 (the paper's fine-tuning regime);
 //! - `train_b1_stl_unfused_sgd`: the same with Burn's tensor-op SGD instead of the fused one
 //!   (`train::optimizer`): what fusing the update saves, in the same run;
+//! - `train_b128_burn_conv_grads`, `train_b1_stl_burn_conv_grads`: those steps with Burn's
+//!   convolution gradient formulas on every backend instead of the default choice
+//!   (`model::conv`: they differ on libtorch only; on its CPU, at batch 1 only);
 //! - `train_b1_ndhtl_k10`: NDHTL at batch 1, a plastic step every image, a backward every 10;
 //! - `loop_b1_stl`, `loop_b1_ndhtl_k10`: the real fine-tuning loop (pipeline, accumulators,
 //!   windows) at batch 1; against the bare steps this is ndhtl's own per-step overhead;
@@ -26,6 +29,7 @@ use crate::data::TaskImages;
 use crate::data::cifar_format::IMAGE_BYTES;
 use crate::data::pipeline::{Augmentation, EpochPlan, Normalization, assemble_batch};
 use crate::device::ComputeDevice;
+use crate::model::conv::ConvolutionGradients;
 use crate::model::loss::cross_entropy;
 use crate::model::{CifarAlexNet, HebbianState, PlasticConfig, PlasticParams};
 use crate::train::lifetime::{images_tensor, labels_tensor};
@@ -272,6 +276,14 @@ fn bench_training_loop(
     }) / images as f64
 }
 
+/// `measure` with Burn's convolution gradient formulas on every backend.
+fn with_burn_conv_gradients(measure: impl FnOnce() -> f64) -> f64 {
+    let previous = ConvolutionGradients::Burn.apply();
+    let seconds_per_step = measure();
+    previous.apply();
+    seconds_per_step
+}
+
 /// The model workloads on `device`; `only` keeps the named ones (all when empty).
 pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -> Vec<Measurement> {
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
@@ -285,11 +297,17 @@ pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -
     run("train_b128", 128, &|| {
         bench_stl_train(device, plan, 128, 8, SgdKernel::Auto)
     });
+    run("train_b128_burn_conv_grads", 128, &|| {
+        with_burn_conv_gradients(|| bench_stl_train(device, plan, 128, 8, SgdKernel::Auto))
+    });
     run("train_b1_stl", 1, &|| {
         bench_stl_train(device, plan, 1, 200, SgdKernel::Auto)
     });
     run("train_b1_stl_unfused_sgd", 1, &|| {
         bench_stl_train(device, plan, 1, 200, SgdKernel::TensorOps)
+    });
+    run("train_b1_stl_burn_conv_grads", 1, &|| {
+        with_burn_conv_gradients(|| bench_stl_train(device, plan, 1, 200, SgdKernel::Auto))
     });
     run("train_b1_ndhtl_k10", 1, &|| {
         bench_ndhtl_train(device, plan, 10, 20)

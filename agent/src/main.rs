@@ -30,6 +30,15 @@ fn main() {
     if let Err(reason) = allocator {
         tracing::debug!(%reason, "malloc left at its settings");
     }
+    match ndhtl_agent::model::conv::ConvolutionGradients::from_environment() {
+        Ok(gradients) => {
+            gradients.apply();
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+    }
     if let Some(threads) = cli.threads {
         // Read by the flex backend's thread pool when it first starts.
         // SAFETY: single-threaded at this point; nothing else reads the environment yet.

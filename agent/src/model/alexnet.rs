@@ -14,6 +14,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use super::conv::conv2d;
 use super::init::{InitStream, default_bound, init_rng, uniform_param};
 use super::plastic::PlasticParams;
 
@@ -67,11 +68,11 @@ impl AlexNetFeatures {
 
     /// `B×3×32×32` images → `B×256` non-negative features.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(relu(self.conv1.forward(images)));
-        let x = self.pool.forward(relu(self.conv2.forward(x)));
-        let x = relu(self.conv3.forward(x));
-        let x = relu(self.conv4.forward(x));
-        let x = self.pool.forward(relu(self.conv5.forward(x)));
+        let x = self.pool.forward(relu(conv2d(&self.conv1, images)));
+        let x = self.pool.forward(relu(conv2d(&self.conv2, x)));
+        let x = relu(conv2d(&self.conv3, x));
+        let x = relu(conv2d(&self.conv4, x));
+        let x = self.pool.forward(relu(conv2d(&self.conv5, x)));
         x.flatten(1, 3)
     }
 }

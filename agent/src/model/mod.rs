@@ -1,6 +1,9 @@
 //! The CIFAR AlexNet, its STL head and the NDHTL plastic head.
 
 pub mod alexnet;
+pub mod conv;
+#[cfg(feature = "tch")]
+mod conv_torch;
 pub mod init;
 pub mod io;
 pub mod loss;

@@ -1,0 +1,201 @@
+//! The network's convolutions, as one backend extension so that each backend computes their
+//! gradients its fastest way.
+//!
+//! Burn differentiates `conv2d` with its own formulas: a transposed convolution for the input
+//! gradient and a convolution over the swapped batch and channel axes for the weight gradient.
+//! On libtorch that leaves ATen's own convolution backward (oneDNN on the CPU, cuDNN on a GPU)
+//! unused. Measured on the 2-core CPU (README, "Benchmark"): at batch 1, ATen's backward makes
+//! a whole STL step about 25 % faster (most of it in the weight gradient); from batch 8 on,
+//! Burn's formulas are as fast or faster (at batch 32–128 by 5–20 %).
+//!
+//! So with autodiff on libtorch, [`conv2d`] records small-batch convolutions on the CPU, and all
+//! of them on a GPU, in libtorch's own autograd, and their backward asks libtorch for the
+//! gradients at once ([`super::conv_torch`]). Everywhere else it is Burn's `conv2d`, unchanged.
+//! [`ConvolutionGradients`] (`NDHTL_CONV_GRADIENTS`) overrides that choice: for side-by-side
+//! benchmarks (`ndhtl bench`, the `*_burn_conv_grads` workloads), tests, and as a way back
+//! without a rebuild.
+// burn-tch is deprecated upstream, but it is the only GPU path buildable here (README).
+#![allow(deprecated)]
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::ops::ConvOptions;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+
+/// A 2-D convolution with a bias. The default body is Burn's; only autodiff on libtorch
+/// replaces it.
+#[backend_extension(Flex, LibTorch: cfg(feature = "tch"), Autodiff)]
+pub trait ConvolutionBackend: Backend {
+    fn conv2d_with_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, Some(bias), options)
+    }
+}
+
+impl ConvolutionBackend for Flex {}
+impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<Flex, C> {}
+
+#[cfg(feature = "tch")]
+impl ConvolutionBackend for burn::backend::LibTorch {}
+
+/// Where the convolutions' gradients come from (`NDHTL_CONV_GRADIENTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvolutionGradients {
+    /// libtorch's own backward on a GPU, and on the CPU up to batch
+    /// [`CPU_LARGEST_BATCH_FOR_LIBTORCH`]; Burn's formulas otherwise. The default.
+    Auto,
+    /// libtorch's own backward at every batch size (on libtorch with autodiff).
+    Backend,
+    /// Burn's formulas on every backend.
+    Burn,
+}
+
+/// On the CPU, the largest batch for which libtorch's own convolution backward is used under
+/// [`ConvolutionGradients::Auto`]. Measured (2 cores, AVX-512, 2 threads, STL steps): ATen
+/// 174 vs Burn 130 images/s at batch 2, 460 vs 460 at 8, 1028 vs 1171 at 32, 1469 vs 1629 at 64.
+pub const CPU_LARGEST_BATCH_FOR_LIBTORCH: usize = 8;
+
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+impl ConvolutionGradients {
+    const ALL: [ConvolutionGradients; 3] = [
+        ConvolutionGradients::Auto,
+        ConvolutionGradients::Backend,
+        ConvolutionGradients::Burn,
+    ];
+
+    /// This process's setting ([`ConvolutionGradients::Auto`] unless set).
+    pub fn current() -> Self {
+        Self::ALL[usize::from(MODE.load(Ordering::Relaxed))]
+    }
+
+    /// Makes it this process's setting; returns the previous one.
+    pub fn apply(self) -> Self {
+        let index = Self::ALL.iter().position(|mode| *mode == self);
+        let index = index.expect("every mode is in ALL") as u8;
+        Self::ALL[usize::from(MODE.swap(index, Ordering::Relaxed))]
+    }
+
+    /// The setting `NDHTL_CONV_GRADIENTS` asks for ([`ConvolutionGradients::Auto`] when unset).
+    pub fn from_environment() -> Result<Self, UnknownConvolutionGradients> {
+        std::env::var("NDHTL_CONV_GRADIENTS")
+            .map_or(Ok(ConvolutionGradients::Auto), |value| value.parse())
+    }
+
+    /// Whether a convolution of a batch of `batch` on this device class takes libtorch's own
+    /// backward.
+    pub fn libtorch_backward(self, batch: usize, on_gpu: bool) -> bool {
+        match self {
+            ConvolutionGradients::Auto => on_gpu || batch <= CPU_LARGEST_BATCH_FOR_LIBTORCH,
+            ConvolutionGradients::Backend => true,
+            ConvolutionGradients::Burn => false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("NDHTL_CONV_GRADIENTS=`{0}`: expected `auto` (the default), `backend` or `burn`")]
+pub struct UnknownConvolutionGradients(String);
+
+impl std::str::FromStr for ConvolutionGradients {
+    type Err = UnknownConvolutionGradients;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "auto" | "" => Ok(ConvolutionGradients::Auto),
+            "backend" => Ok(ConvolutionGradients::Backend),
+            "burn" => Ok(ConvolutionGradients::Burn),
+            other => Err(UnknownConvolutionGradients(other.to_string())),
+        }
+    }
+}
+
+/// `conv.forward(input)` with the same options and values, through [`ConvolutionBackend`].
+///
+/// Convolutions without a bias, or with padding that depends on the input size, take Burn's
+/// `Conv2d::forward` (the network has neither).
+pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
+    if ConvolutionGradients::current() == ConvolutionGradients::Burn {
+        return conv.forward(input);
+    }
+    let Some(options) = symmetric_options(conv) else {
+        return conv.forward(input);
+    };
+    let Some(bias) = conv.bias.as_ref() else {
+        return conv.forward(input);
+    };
+    let output = <Dispatch as ConvolutionBackend>::conv2d_with_bias(
+        input.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        options,
+    );
+    Tensor::from_dispatch(output)
+}
+
+/// The convolution's options when its padding is the same on both sides of each axis.
+fn symmetric_options(conv: &Conv2d) -> Option<ConvOptions<2>> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [0, 0],
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
+            [top, left]
+        }
+        _ => return None,
+    };
+    Some(ConvOptions::new(
+        conv.stride,
+        padding,
+        conv.dilation,
+        conv.groups,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_setting_parses_from_its_three_names_and_rejects_others_by_name() {
+        assert_eq!(
+            "auto".parse::<ConvolutionGradients>().unwrap(),
+            ConvolutionGradients::Auto
+        );
+        assert_eq!(
+            "".parse::<ConvolutionGradients>().unwrap(),
+            ConvolutionGradients::Auto
+        );
+        assert_eq!(
+            "backend".parse::<ConvolutionGradients>().unwrap(),
+            ConvolutionGradients::Backend
+        );
+        assert_eq!(
+            "burn".parse::<ConvolutionGradients>().unwrap(),
+            ConvolutionGradients::Burn
+        );
+        let error = "aten".parse::<ConvolutionGradients>().unwrap_err();
+        assert!(
+            error.to_string().contains("NDHTL_CONV_GRADIENTS=`aten`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn auto_takes_libtorch_on_a_gpu_and_on_the_cpu_up_to_the_measured_batch() {
+        let auto = ConvolutionGradients::Auto;
+        assert!(auto.libtorch_backward(1, false));
+        assert!(auto.libtorch_backward(CPU_LARGEST_BATCH_FOR_LIBTORCH, false));
+        assert!(!auto.libtorch_backward(CPU_LARGEST_BATCH_FOR_LIBTORCH + 1, false));
+        assert!(!auto.libtorch_backward(128, false));
+        assert!(auto.libtorch_backward(128, true));
+        assert!(ConvolutionGradients::Backend.libtorch_backward(128, false));
+        assert!(!ConvolutionGradients::Burn.libtorch_backward(1, true));
+    }
+}
