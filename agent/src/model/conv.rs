@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, DispatchTensorKind, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -132,13 +132,28 @@ pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     let Some(bias) = conv.bias.as_ref() else {
         return conv.forward(input);
     };
+    let input = input.into_dispatch();
+    if !on_libtorch(&input.kind) {
+        // Only libtorch has another way: everywhere else, exactly Burn's `Conv2d::forward`.
+        return conv.forward(Tensor::from_dispatch(input));
+    }
     let output = <Dispatch as ConvolutionBackend>::conv2d_with_bias(
-        input.into_dispatch(),
+        input,
         conv.weight.val().into_dispatch(),
         bias.val().into_dispatch(),
         options,
     );
     Tensor::from_dispatch(output)
+}
+
+/// Whether a tensor lives on libtorch, with or without autodiff.
+fn on_libtorch(kind: &DispatchTensorKind) -> bool {
+    match kind {
+        DispatchTensorKind::Autodiff(inner) => on_libtorch(inner),
+        #[cfg(feature = "tch")]
+        DispatchTensorKind::LibTorch(_) => true,
+        _ => false,
+    }
 }
 
 /// The convolution's options when its padding is the same on both sides of each axis.
