@@ -10,7 +10,8 @@
 //!
 //! So with autodiff on libtorch, [`conv2d`] records small-batch convolutions on the CPU, and all
 //! of them on a GPU, in libtorch's own autograd, and their backward asks libtorch for the
-//! gradients at once ([`super::conv_torch`]). Everywhere else it is Burn's `conv2d`, unchanged.
+//! gradients at once ([`super::conv_torch`]). Everywhere else, flex included, it is Burn's
+//! `Conv2d::forward`, unchanged.
 //! [`ConvolutionGradients`] (`NDHTL_CONV_GRADIENTS`) overrides that choice: for side-by-side
 //! benchmarks (`ndhtl bench`, the `*_burn_conv_grads` workloads), tests, and as a way back
 //! without a rebuild.
@@ -41,6 +42,9 @@ pub trait ConvolutionBackend: Backend {
     }
 }
 
+// [`conv2d`] sends flex tensors to `Conv2d::forward` and never here; these impls keep the
+// dispatch total (and the non-tch build's selector list non-empty), so a direct call on flex
+// gets Burn's `conv2d` instead of a panic.
 impl ConvolutionBackend for Flex {}
 impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<Flex, C> {}
 
