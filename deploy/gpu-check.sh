@@ -11,8 +11,8 @@
 #
 #   deploy/gpu-check.sh                         # on a GPU machine with cargo: builds, then checks
 #   deploy/gpu-check.sh --prebuilt DIR          # binaries built elsewhere: DIR holds ndhtl,
-#                                               # plastic_equations, training, optimizer
-#                                               # and convolution
+#                                               # plastic_equations, training, optimizer,
+#                                               # convolution and upload
 #                                               # (or .gz of them)
 #
 # Options: --device cuda:N (default cuda:0), --out DIR (default gpu-check-out).
@@ -53,7 +53,7 @@ bin="$scratch/bin"
 mkdir -p "$bin"
 if [[ -n "$prebuilt" ]]; then
   step "prebuilt binaries from $prebuilt"
-  for name in ndhtl plastic_equations training optimizer convolution; do
+  for name in ndhtl plastic_equations training optimizer convolution upload; do
     if [[ -f "$prebuilt/$name.gz" ]]; then gzip -dc "$prebuilt/$name.gz" > "$bin/$name"
     else cp "$prebuilt/$name" "$bin/$name"; fi
     chmod +x "$bin/$name"
@@ -67,9 +67,9 @@ else
   target="${CARGO_TARGET_DIR:-target}"
   cargo build --release --features tch --bin ndhtl || exit 1
   cargo test --release --features tch -p ndhtl-agent --test plastic_equations --test training \
-    --test optimizer --test convolution --no-run || exit 1
+    --test optimizer --test convolution --test upload --no-run || exit 1
   cp "$target/release/ndhtl" "$bin/ndhtl"
-  for name in plastic_equations training optimizer convolution; do
+  for name in plastic_equations training optimizer convolution upload; do
     cp "$(ls -t "$target"/release/deps/$name-* | grep -v '\.d$' | head -1)" "$bin/$name"
   done
 fi
@@ -82,6 +82,7 @@ check "plastic equations" "$bin/plastic_equations" --test-threads 1
 check "training" "$bin/training" --test-threads 1
 check "optimizer (fused SGD, in place on the GPU)" "$bin/optimizer" --test-threads 1
 check "convolution (libtorch's autograd: cuDNN's backward)" "$bin/convolution" --test-threads 1
+check "uploads (pinned, asynchronous)" "$bin/upload" --test-threads 1
 
 step "one-target fine-tunes on $device (generated data)"
 work="$scratch/work"

@@ -7,6 +7,10 @@ Workloads (images per second, median of --repeats after a warm-up):
   train_b1_ndhtl_k10  NDHTL plastic step per image, one backward every 10 images
   infer_b1000         inference, batch 1000
 
+Every step takes its batch from host memory, as a training script's DataLoader hands it over:
+pinned and copied with non_blocking=True on a GPU (DataLoader(pin_memory=True)); on the CPU the
+copy is a no-op. ndhtl's side uploads every step's batch the same way.
+
 Prints one JSON object. Run by `ndhtl bench` when `import torch` works; standalone:
   python3 agent/bench/pytorch_reference.py --threads 2 --device cpu
 """
@@ -87,18 +91,25 @@ def main():
     device = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
     steps = lambda base: max(1, round(base * args.scale))
+
+    def host(tensor):
+        """A host batch: pinned when the model runs on a GPU (DataLoader(pin_memory=True))."""
+        return tensor.pin_memory() if device.type == "cuda" else tensor
+
+    def upload(tensor):
+        return tensor.to(device, non_blocking=True)
     torch.manual_seed(0)
     results = {}
 
     def stl(batch, base):
         model = AlexNet().to(device)
         opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
-        x = torch.randn(batch, 3, 32, 32, device=device)
-        y = torch.randint(0, 10, (batch,), device=device)
+        x = host(torch.randn(batch, 3, 32, 32))
+        y = host(torch.randint(0, 10, (batch,)))
 
         def run(n):
             for _ in range(n):
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(model(upload(x)), upload(y))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -114,7 +125,7 @@ def main():
     plastic = [head.alpha, head.eta] + list(head.modulator.parameters())
     opt = torch.optim.SGD([{"params": params, "weight_decay": 5e-4},
                            {"params": plastic, "weight_decay": 0.0}], lr=1e-4, momentum=0.9)
-    batches = [(torch.randn(1, 3, 32, 32, device=device), torch.randint(0, 10, (1,), device=device))
+    batches = [(host(torch.randn(1, 3, 32, 32)), host(torch.randint(0, 10, (1,))))
                for _ in range(10)]
     state = [torch.zeros(256, 10, device=device), torch.zeros(256, 10, device=device)]
 
@@ -123,8 +134,8 @@ def main():
             hebb, elig = state
             total = 0
             for x, y in batches:
-                z, hebb, elig = head(torch.flatten(model.features(x), 1), hebb, elig)
-                total = total + F.cross_entropy(z, y)
+                z, hebb, elig = head(torch.flatten(model.features(upload(x)), 1), hebb, elig)
+                total = total + F.cross_entropy(z, upload(y))
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
@@ -133,12 +144,12 @@ def main():
     results["train_b1_ndhtl_k10"] = 10 / timed(ndhtl, steps(20), args.repeats, 2, sync)
 
     model = AlexNet().to(device).eval()
-    x = torch.randn(1000, 3, 32, 32, device=device)
+    x = host(torch.randn(1000, 3, 32, 32))
 
     def infer(n):
         with torch.no_grad():
             for _ in range(n):
-                model(x).argmax(1).cpu()
+                model(upload(x)).argmax(1).cpu()
 
     results["infer_b1000"] = 1000 / timed(infer, steps(4), args.repeats, 1, sync)
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -7,6 +7,8 @@
 //! - `train_b128_burn_conv_grads`, `train_b1_stl_burn_conv_grads`: those steps with Burn's
 //!   convolution gradient formulas on every backend instead of the default choice
 //!   (`model::conv`: they differ on libtorch only; on its CPU, at batch 1 only);
+//! - `train_b1_stl_pageable_uploads` (CUDA devices only): that step with burn-tch's synchronous
+//!   copies from pageable memory instead of pinned, asynchronous ones (`upload`);
 //! - `train_b1_ndhtl_k10`: NDHTL at batch 1, a plastic step every image, a backward every 10;
 //! - `loop_b1_stl`, `loop_b1_ndhtl_k10`: the real fine-tuning loop (pipeline, accumulators,
 //!   windows) at batch 1; against the bare steps this is ndhtl's own per-step overhead;
@@ -34,6 +36,7 @@ use crate::model::loss::cross_entropy;
 use crate::model::{CifarAlexNet, HebbianState, PlasticConfig, PlasticParams};
 use crate::train::lifetime::{images_tensor, labels_tensor};
 use crate::train::optimizer::{SgdKernel, build_optimizer, build_optimizer_with};
+use crate::upload::{HostUploads, float_to_device};
 
 /// One measured workload.
 #[derive(Debug, Clone, Serialize)]
@@ -189,8 +192,9 @@ fn bench_inference(device: &ComputeDevice, plan: &BenchPlan, batch: usize) -> f6
     let inference_device: &Device = &device.device;
     time_steps(plan, 1, plan.steps(4), |steps| {
         for _ in 0..steps {
-            let logits =
-                model.forward_linear(images_tensor(pixels.clone(), batch, inference_device));
+            // Borrowed: uploaded from the same host buffer every time, as PyTorch's side does.
+            let images = float_to_device(&pixels[..], [batch, 3, 32, 32], inference_device);
+            let logits = model.forward_linear(images);
             let _ = logits.argmax(1).into_data();
         }
     })
@@ -284,6 +288,14 @@ fn with_burn_conv_gradients(measure: impl FnOnce() -> f64) -> f64 {
     seconds_per_step
 }
 
+/// `measure` with burn-tch's pageable, synchronous uploads instead of pinned ones.
+fn with_pageable_uploads(measure: impl FnOnce() -> f64) -> f64 {
+    let previous = HostUploads::Pageable.apply();
+    let seconds_per_step = measure();
+    previous.apply();
+    seconds_per_step
+}
+
 /// The model workloads on `device`; `only` keeps the named ones (all when empty).
 pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -> Vec<Measurement> {
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
@@ -309,6 +321,12 @@ pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -
     run("train_b1_stl_burn_conv_grads", 1, &|| {
         with_burn_conv_gradients(|| bench_stl_train(device, plan, 1, 200, SgdKernel::Auto))
     });
+    if matches!(device.spec, crate::device::DeviceSpec::Cuda(_)) {
+        // Pinned uploads differ from pageable ones on CUDA devices only.
+        run("train_b1_stl_pageable_uploads", 1, &|| {
+            with_pageable_uploads(|| bench_stl_train(device, plan, 1, 200, SgdKernel::Auto))
+        });
+    }
     run("train_b1_ndhtl_k10", 1, &|| {
         bench_ndhtl_train(device, plan, 10, 20)
     });

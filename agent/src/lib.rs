@@ -14,3 +14,6 @@ pub mod plots;
 pub mod report_bundle;
 pub mod runtime;
 pub mod train;
+pub mod upload;
+#[cfg(feature = "tch")]
+pub mod upload_torch;

@@ -39,6 +39,15 @@ fn main() {
             std::process::exit(2);
         }
     }
+    match ndhtl_agent::upload::HostUploads::from_environment() {
+        Ok(uploads) => {
+            uploads.apply();
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+    }
     if let Some(threads) = cli.threads {
         // Read by the flex backend's thread pool when it first starts.
         // SAFETY: single-threaded at this point; nothing else reads the environment yet.

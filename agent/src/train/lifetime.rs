@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 
 use super::config::{KReduce, LossSteps, ResetPolicy};
 use super::metrics::EvalMetrics;
@@ -114,12 +114,12 @@ pub struct Cancelled;
 
 /// Turns a batch of pixels into an image tensor on `device`.
 pub fn images_tensor(pixels: Vec<f32>, batch: usize, device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(pixels, [batch, 3, 32, 32]), device)
+    crate::upload::float_to_device(pixels, [batch, 3, 32, 32], device)
 }
 
 pub fn labels_tensor(labels: Vec<i64>, device: &Device) -> Tensor<1, Int> {
     let batch = labels.len();
-    Tensor::from_data(TensorData::new(labels, [batch]), device)
+    crate::upload::int_to_device(labels, [batch], device)
 }
 
 /// The model, optimizer and Hebbian state a lifetime updates.
