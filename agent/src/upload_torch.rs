@@ -9,8 +9,10 @@
 //! `.to(device, non_blocking=True)`. Kernels that read the uploaded tensor run after the copy on
 //! the same stream.
 //!
-//! If libtorch refuses any part, the upload falls back to burn-tch's pageable copy (one warning
-//! per process), so a job never fails because of this path.
+//! If libtorch refuses to pin, uploads fall back to burn-tch's pageable copy for the rest of the
+//! process (one warning); if a device copy fails, that upload takes burn-tch's copy, which fails
+//! the job as before when the device is out of memory. Either way a job never fails because of
+//! this path.
 // burn-tch is deprecated upstream, but it is the only GPU path buildable here (README).
 #![allow(deprecated)]
 
@@ -55,11 +57,20 @@ impl HostElement for i64 {
     const KIND: tch::Kind = tch::Kind::Int64;
 }
 
+/// Where a pinned upload failed.
+#[derive(Debug)]
+enum UploadFailure {
+    /// Viewing or pinning the host values: pinned memory is unavailable to this process.
+    Pinning(tch::TchError),
+    /// The device copy (an out-of-memory device, say): this upload only.
+    DeviceCopy(tch::TchError),
+}
+
 fn upload<T: HostElement>(
     values: &[T],
     shape: &[usize],
     device_index: usize,
-) -> Result<tch::Tensor, tch::TchError> {
+) -> Result<tch::Tensor, UploadFailure> {
     let dims: Vec<i64> = shape.iter().map(|&size| size as i64).collect();
     debug_assert_eq!(values.len() as i64, dims.iter().product::<i64>());
     let cuda = tch::Device::Cuda(device_index);
@@ -73,16 +84,31 @@ fn upload<T: HostElement>(
             &[],
             T::KIND,
             tch::Device::Cpu,
-        )?
+        )
+        .map_err(UploadFailure::Pinning)?
     };
-    let pinned = host.f_internal_pin_memory(cuda)?;
+    let pinned = host
+        .f_internal_pin_memory(cuda)
+        .map_err(UploadFailure::Pinning)?;
     drop(host);
-    pinned.f_to_device_(cuda, T::KIND, true, false)
+    pinned
+        .f_to_device_(cuda, T::KIND, true, false)
+        .map_err(UploadFailure::DeviceCopy)
 }
 
-fn refused(error: tch::TchError) {
-    if !PINNING_REFUSED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(%error, "libtorch refused a pinned upload; uploads take the pageable copy from now on");
+/// A refused pin turns pinned uploads off for the process (one warning). A failed device copy
+/// does not: this upload takes burn-tch's copy, which fails the job the way it always has if
+/// the device is out of memory, and the next job on this agent pins again.
+fn fall_back(failure: UploadFailure) {
+    match failure {
+        UploadFailure::Pinning(error) => {
+            if !PINNING_REFUSED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%error, "libtorch refused to pin host memory; uploads take the pageable copy from now on");
+            }
+        }
+        UploadFailure::DeviceCopy(error) => {
+            tracing::debug!(%error, "a pinned upload's device copy failed; this upload takes the pageable copy");
+        }
     }
 }
 
@@ -111,8 +137,8 @@ pub fn pinned_float<const D: usize>(
             let tensor = Tensor::<D>::from_primitive::<LibTorch>(TchTensor::new(tensor));
             Some(with_device_autodiff(tensor, device))
         }
-        Err(error) => {
-            refused(error);
+        Err(failure) => {
+            fall_back(failure);
             None
         }
     }
@@ -130,8 +156,8 @@ pub fn pinned_int<const D: usize>(
             let tensor = Tensor::<D, Int>::from_primitive::<LibTorch>(TchTensor::new(tensor));
             Some(with_device_autodiff(tensor, device))
         }
-        Err(error) => {
-            refused(error);
+        Err(failure) => {
+            fall_back(failure);
             None
         }
     }
