@@ -321,7 +321,7 @@ pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -
     run("train_b1_stl_burn_conv_grads", 1, &|| {
         with_burn_conv_gradients(|| bench_stl_train(device, plan, 1, 200, SgdKernel::Auto))
     });
-    if matches!(device.spec, crate::device::DeviceSpec::Cuda(_)) {
+    if device.is_gpu() {
         // Pinned uploads differ from pageable ones on CUDA devices only.
         run("train_b1_stl_pageable_uploads", 1, &|| {
             with_pageable_uploads(|| bench_stl_train(device, plan, 1, 200, SgdKernel::Auto))

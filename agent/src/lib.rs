@@ -11,6 +11,7 @@ pub mod data;
 pub mod device;
 pub mod model;
 pub mod plots;
+pub mod process_setting;
 pub mod report_bundle;
 pub mod runtime;
 pub mod train;

@@ -18,39 +18,38 @@
 //! without a rebuild.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::process_setting::{self, ProcessSetting};
+
 /// How host values reach a CUDA device (`NDHTL_HOST_UPLOADS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HostUploads {
     /// Pinned memory and an asynchronous copy on libtorch's CUDA devices. The default.
+    #[default]
     Auto,
     /// burn-tch's synchronous copy from pageable memory everywhere.
     Pageable,
 }
 
-static MODE: AtomicU8 = AtomicU8::new(0);
+static MODE: ProcessSetting<HostUploads> =
+    ProcessSetting::new(&[HostUploads::Auto, HostUploads::Pageable]);
 
 impl HostUploads {
-    const ALL: [HostUploads; 2] = [HostUploads::Auto, HostUploads::Pageable];
-
     /// This process's setting ([`HostUploads::Auto`] unless set).
     pub fn current() -> Self {
-        Self::ALL[usize::from(MODE.load(Ordering::Relaxed))]
+        MODE.current()
     }
 
     /// Makes it this process's setting; returns the previous one.
     pub fn apply(self) -> Self {
-        let index = Self::ALL.iter().position(|mode| *mode == self);
-        let index = index.expect("every mode is in ALL") as u8;
-        Self::ALL[usize::from(MODE.swap(index, Ordering::Relaxed))]
+        MODE.replace(self)
     }
 
     /// The setting `NDHTL_HOST_UPLOADS` asks for ([`HostUploads::Auto`] when unset).
     pub fn from_environment() -> Result<Self, UnknownHostUploads> {
-        std::env::var("NDHTL_HOST_UPLOADS").map_or(Ok(HostUploads::Auto), |value| value.parse())
+        process_setting::from_environment("NDHTL_HOST_UPLOADS")
     }
 }
 

@@ -18,8 +18,6 @@
 // burn-tch is deprecated upstream, but it is the only GPU path buildable here (README).
 #![allow(deprecated)]
 
-use std::sync::atomic::{AtomicU8, Ordering};
-
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
@@ -27,6 +25,8 @@ use burn::backend::{Autodiff, Backend, Dispatch, DispatchTensorKind, Flex, backe
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
+
+use crate::process_setting::{self, ProcessSetting};
 
 /// A 2-D convolution with a bias. The default body is Burn's; only autodiff on libtorch
 /// replaces it.
@@ -52,10 +52,11 @@ impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<Flex, C> {}
 impl ConvolutionBackend for burn::backend::LibTorch {}
 
 /// Where the convolutions' gradients come from (`NDHTL_CONV_GRADIENTS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvolutionGradients {
     /// libtorch's own backward on a GPU, and on the CPU up to batch
     /// [`CPU_LARGEST_BATCH_FOR_LIBTORCH`]; Burn's formulas otherwise. The default.
+    #[default]
     Auto,
     /// libtorch's own backward at every batch size (on libtorch with autodiff).
     Backend,
@@ -68,31 +69,26 @@ pub enum ConvolutionGradients {
 /// 174 vs Burn 130 images/s at batch 2, 460 vs 460 at 8, 1028 vs 1171 at 32, 1469 vs 1629 at 64.
 pub const CPU_LARGEST_BATCH_FOR_LIBTORCH: usize = 8;
 
-static MODE: AtomicU8 = AtomicU8::new(0);
+static MODE: ProcessSetting<ConvolutionGradients> = ProcessSetting::new(&[
+    ConvolutionGradients::Auto,
+    ConvolutionGradients::Backend,
+    ConvolutionGradients::Burn,
+]);
 
 impl ConvolutionGradients {
-    const ALL: [ConvolutionGradients; 3] = [
-        ConvolutionGradients::Auto,
-        ConvolutionGradients::Backend,
-        ConvolutionGradients::Burn,
-    ];
-
     /// This process's setting ([`ConvolutionGradients::Auto`] unless set).
     pub fn current() -> Self {
-        Self::ALL[usize::from(MODE.load(Ordering::Relaxed))]
+        MODE.current()
     }
 
     /// Makes it this process's setting; returns the previous one.
     pub fn apply(self) -> Self {
-        let index = Self::ALL.iter().position(|mode| *mode == self);
-        let index = index.expect("every mode is in ALL") as u8;
-        Self::ALL[usize::from(MODE.swap(index, Ordering::Relaxed))]
+        MODE.replace(self)
     }
 
     /// The setting `NDHTL_CONV_GRADIENTS` asks for ([`ConvolutionGradients::Auto`] when unset).
     pub fn from_environment() -> Result<Self, UnknownConvolutionGradients> {
-        std::env::var("NDHTL_CONV_GRADIENTS")
-            .map_or(Ok(ConvolutionGradients::Auto), |value| value.parse())
+        process_setting::from_environment("NDHTL_CONV_GRADIENTS")
     }
 
     /// Whether a convolution of a batch of `batch` on this device class takes libtorch's own
