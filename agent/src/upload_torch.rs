@@ -26,7 +26,7 @@ use crate::upload::HostUploads;
 
 static PINNING_REFUSED: AtomicBool = AtomicBool::new(false);
 
-/// Whether libtorch has refused a pinned upload in this process (they then fall back to the
+/// Whether libtorch has refused to pin host memory in this process (uploads then take the
 /// pageable copy). For tests and diagnostics.
 pub fn pinned_uploads_refused() -> bool {
     PINNING_REFUSED.load(Ordering::Relaxed)
