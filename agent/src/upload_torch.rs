@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::libtorch::{LibTorchDevice, TchTensor};
 use burn::backend::{DispatchDevice, LibTorch};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{BackendPrimitive, Device, Int, Tensor};
 
 use crate::upload::HostUploads;
 
@@ -71,8 +71,8 @@ fn upload<T: HostElement>(
     shape: &[usize],
     device_index: usize,
 ) -> Result<tch::Tensor, UploadFailure> {
+    // The element count was checked against `shape` by the caller (`crate::upload`).
     let dims: Vec<i64> = shape.iter().map(|&size| size as i64).collect();
-    debug_assert_eq!(values.len() as i64, dims.iter().product::<i64>());
     let cuda = tch::Device::Cuda(device_index);
     // SAFETY: `values` holds exactly `dims`' element count of initialised `T`, laid out
     // row-major as `from_blob` with default strides expects, and outlives `host`: `host` is only
@@ -131,17 +131,7 @@ pub fn pinned_float<const D: usize>(
     shape: [usize; D],
     device: &Device,
 ) -> Option<Tensor<D>> {
-    let device_index = pinned_target(device)?;
-    match upload(values, &shape, device_index) {
-        Ok(tensor) => {
-            let tensor = Tensor::<D>::from_primitive::<LibTorch>(TchTensor::new(tensor));
-            Some(with_device_autodiff(tensor, device))
-        }
-        Err(failure) => {
-            fall_back(failure);
-            None
-        }
-    }
+    pinned(values, shape, device)
 }
 
 /// [`crate::upload::int_to_device`] on libtorch's CUDA; `None` elsewhere or if refused.
@@ -150,10 +140,23 @@ pub fn pinned_int<const D: usize>(
     shape: [usize; D],
     device: &Device,
 ) -> Option<Tensor<D, Int>> {
+    pinned(values, shape, device)
+}
+
+/// A tensor of kind `K` (float or int: both are a `TchTensor` on libtorch) from `values`.
+fn pinned<T, K, const D: usize>(
+    values: &[T],
+    shape: [usize; D],
+    device: &Device,
+) -> Option<Tensor<D, K>>
+where
+    T: HostElement,
+    K: BackendPrimitive<LibTorch, Primitive = TchTensor> + burn::tensor::kind::Autodiff,
+{
     let device_index = pinned_target(device)?;
     match upload(values, &shape, device_index) {
         Ok(tensor) => {
-            let tensor = Tensor::<D, Int>::from_primitive::<LibTorch>(TchTensor::new(tensor));
+            let tensor = Tensor::<D, K>::from_primitive::<LibTorch>(TchTensor::new(tensor));
             Some(with_device_autodiff(tensor, device))
         }
         Err(failure) => {
