@@ -1,6 +1,6 @@
 //! The agent protocol over real gRPC on 127.0.0.1, with a fake agent: leases, idempotent metric
-//! streams, artifacts, stale attempts, precise statuses for bad requests, and a restart of the
-//! coordinator from its state database.
+//! streams, artifacts, stale attempts, precise statuses for bad requests, datasets only for
+//! registered agents, and a restart of the coordinator from its state database.
 
 use std::time::Duration;
 
@@ -392,6 +392,55 @@ async fn bad_requests_get_precise_statuses_and_the_coordinator_keeps_serving() {
         .lease
         .unwrap();
     assert_eq!(lease.job, attempt("b", 1));
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_are_answered_only_for_registered_agents() {
+    // This coordinator serves no datasets, so a registered agent is told so (FailedPrecondition);
+    // an agent it does not know, or has given up on, is told that first (NotFound), which is
+    // what sends a real agent back to register.
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path()).await;
+    let mut client = running.client().await;
+    let ask = |agent: &str| v1::GetDatasetRequest {
+        agent_id: agent.into(),
+        dataset: "cifar100".into(),
+    };
+    let code_for = |result: Result<tonic::Response<v1::GetDatasetResponse>, tonic::Status>| {
+        result.unwrap_err().code()
+    };
+
+    assert_eq!(
+        code_for(client.get_dataset(ask("agent-77")).await),
+        Code::NotFound,
+        "never registered"
+    );
+    assert_eq!(
+        code_for(client.get_dataset(ask("")).await),
+        Code::InvalidArgument,
+        "no agent id"
+    );
+    let agent = register(&mut client).await;
+    assert_eq!(
+        code_for(client.get_dataset(ask(&agent)).await),
+        Code::FailedPrecondition,
+        "registered, but nothing is served"
+    );
+    let unknown_dataset = v1::GetDatasetRequest {
+        dataset: "imagenet".into(),
+        ..ask(&agent)
+    };
+    assert_eq!(
+        code_for(client.get_dataset(unknown_dataset).await),
+        Code::InvalidArgument
+    );
+    running.handle.lose_agent(agent.clone()).await.unwrap();
+    assert_eq!(
+        code_for(client.get_dataset(ask(&agent)).await),
+        Code::NotFound,
+        "given up on"
+    );
     running.shutdown().await;
 }
 

@@ -75,9 +75,9 @@ impl AgentService for AgentApi {
         request: Request<v1::GetDatasetRequest>,
     ) -> Result<Response<v1::GetDatasetResponse>, Status> {
         let request = request.into_inner();
-        nonempty("agent_id", request.agent_id)?;
+        let agent = nonempty("agent_id", request.agent_id)?;
         let dataset = dataset_from_proto(&request.dataset)?;
-        let reply = self.handle.dataset(dataset).await?;
+        let reply = self.handle.dataset(agent, dataset).await?;
         Ok(Response::new(dataset_reply_to_proto(reply)))
     }
 

@@ -100,6 +100,7 @@ pub(super) enum Command {
         reply: Reply<()>,
     },
     Dataset {
+        agent: AgentId,
         dataset: DatasetKind,
         reply: Reply<DatasetReply>,
     },
@@ -290,8 +291,16 @@ fn run(
                 let changes = state.lose_agent(&agent);
                 answer(&mut store, reply, Ok(((), changes)))
             }
-            Command::Dataset { dataset, reply } => {
-                let result = datasets.request(dataset, now);
+            Command::Dataset {
+                agent,
+                dataset,
+                reply,
+            } => {
+                // Only registered agents are served, like every other agent call; a lost agent
+                // re-registers through its heartbeat and asks again.
+                let result = state
+                    .check_agent(&agent)
+                    .and_then(|()| datasets.request(dataset, now));
                 let _ = reply.send(result.map_err(ServiceError::from));
                 true
             }
@@ -445,9 +454,19 @@ impl CoordinatorHandle {
         self.call(|reply| Command::Counts { sweep, reply }).await
     }
 
-    /// Which artifact holds `dataset`'s archive (starting its fetch if needed).
-    pub async fn dataset(&self, dataset: DatasetKind) -> Result<DatasetReply, ServiceError> {
-        self.call(|reply| Command::Dataset { dataset, reply }).await
+    /// Which artifact holds `dataset`'s archive (starting its fetch if needed), for the
+    /// registered `agent`.
+    pub async fn dataset(
+        &self,
+        agent: AgentId,
+        dataset: DatasetKind,
+    ) -> Result<DatasetReply, ServiceError> {
+        self.call(|reply| Command::Dataset {
+            agent,
+            dataset,
+            reply,
+        })
+        .await
     }
 
     /// The datasets served, being fetched, or failed.

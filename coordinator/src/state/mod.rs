@@ -405,6 +405,11 @@ impl ClusterState {
         Ok((id, kept, changes))
     }
 
+    /// `Ok` if `agent` is registered and not lost; [`CoordinatorError::UnknownAgent`] otherwise.
+    pub fn check_agent(&self, agent: &str) -> Result<()> {
+        self.known_agent(agent).map(|_| ())
+    }
+
     fn known_agent(&self, agent: &str) -> Result<&Agent> {
         self.agents
             .get(agent)
