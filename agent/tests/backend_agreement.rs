@@ -21,6 +21,10 @@ use ndhtl_agent::train::{CancelToken, FinetuneConfig, Method, NoObserver, TaskDa
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+#[path = "common/tensors.rs"]
+mod tensors;
+use tensors::{host, worst_difference};
+
 const D: usize = FEATURE_DIM;
 const C: usize = 5;
 
@@ -34,16 +38,6 @@ fn tch() -> ComputeDevice {
         Ok(label) if label.starts_with("tch:") => ComputeDevice::from_label(&label).unwrap(),
         _ => ComputeDevice::from_label("tch:cpu").unwrap(),
     }
-}
-
-fn host<const N: usize>(tensor: Tensor<N>) -> Vec<f64> {
-    tensor
-        .into_data()
-        .try_into_vec::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
 }
 
 fn random_tensor<const N: usize>(
@@ -67,15 +61,6 @@ fn model(fanout: bool, device: &Device) -> CifarAlexNet {
     plastic.modulator.weight = Param::from_tensor(random_tensor(2, [C, 1], -2.0, 2.0, device));
     model.plastic = Some(plastic);
     model
-}
-
-/// Largest |a − b| / (1 + |b|).
-fn worst_difference(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
-        .fold(0.0, f64::max)
 }
 
 fn assert_agree(what: &str, a: &[f64], b: &[f64], tolerance: f64) {

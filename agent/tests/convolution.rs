@@ -16,18 +16,12 @@ use ndhtl_agent::model::conv::conv2d;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+#[path = "common/tensors.rs"]
+mod tensors;
+use tensors::{host, worst_difference};
+
 fn device() -> Device {
     ComputeDevice::for_tests().autodiff()
-}
-
-fn host<const N: usize>(tensor: Tensor<N>) -> Vec<f64> {
-    tensor
-        .into_data()
-        .try_into_vec::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
 }
 
 fn random_values(seed: u64, count: usize) -> Vec<f32> {
@@ -75,15 +69,6 @@ fn weight_grad(conv: &Conv2d, grads: &burn::tensor::Gradients) -> Vec<f64> {
 fn bias_grad(conv: &Conv2d, grads: &burn::tensor::Gradients) -> Vec<f64> {
     let bias = conv.bias.as_ref().expect("a bias").val();
     host(bias.grad(grads).expect("a bias gradient"))
-}
-
-/// Largest |a − b| / (1 + |b|).
-fn worst_difference(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
-        .fold(0.0, f64::max)
 }
 
 fn assert_close(what: &str, ours: &[f64], expected: &[f64], tolerance: f64) {

@@ -13,23 +13,16 @@ use ndhtl_agent::model::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+#[path = "common/tensors.rs"]
+mod tensors;
+use tensors::host;
+
 const D: usize = FEATURE_DIM;
 const C: usize = 4;
 
 /// flex on the CPU, or the device `NDHTL_TEST_DEVICE` names (`tch:cpu`, `tch:cuda:0`).
 fn device() -> Device {
     ndhtl_agent::device::ComputeDevice::for_tests().autodiff()
-}
-
-/// A tensor's values on the host, as f64.
-fn host<const N: usize>(tensor: Tensor<N>) -> Vec<f64> {
-    tensor
-        .into_data()
-        .try_into_vec::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
 }
 
 fn random_tensor<const N: usize>(
