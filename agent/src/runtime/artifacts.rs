@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
 /// Bytes per uploaded chunk.
-const CHUNK_BYTES: usize = 1 << 20;
+pub const CHUNK_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -79,43 +79,60 @@ pub fn unpack_into(bytes: &[u8], dir: &Path) -> Result<(), ArtifactError> {
     Ok(())
 }
 
+/// Uploads `bytes` as the artifact `hash`, streamed in [`CHUNK_BYTES`] chunks (each chunk is
+/// copied into its message only when the stream sends it).
 pub async fn upload(
     client: &mut AgentServiceClient<Channel>,
     hash: &str,
     bytes: Vec<u8>,
 ) -> Result<(), ArtifactError> {
-    let total = bytes.len() as u64;
-    let hash_owned = hash.to_string();
-    let chunks: Vec<v1::ArtifactChunk> = if bytes.is_empty() {
-        vec![v1::ArtifactChunk {
-            sha256: hash_owned.clone(),
-            total_bytes: 0,
-            offset: 0,
-            data: Vec::new(),
-        }]
-    } else {
-        bytes
-            .chunks(CHUNK_BYTES)
-            .enumerate()
-            .map(|(i, data)| v1::ArtifactChunk {
-                sha256: hash_owned.clone(),
-                total_bytes: total,
-                offset: (i * CHUNK_BYTES) as u64,
-                data: data.to_vec(),
-            })
-            .collect()
-    };
+    let total_bytes = bytes.len() as u64;
+    // An empty artifact is still one (empty) chunk: the coordinator needs its name and size.
+    let chunk_count = bytes.len().div_ceil(CHUNK_BYTES).max(1);
+    let sha256 = hash.to_string();
+    let chunks = (0..chunk_count).map(move |index| {
+        let offset = index * CHUNK_BYTES;
+        let end = (offset + CHUNK_BYTES).min(bytes.len());
+        v1::ArtifactChunk {
+            sha256: sha256.clone(),
+            total_bytes,
+            offset: offset as u64,
+            data: bytes[offset..end].to_vec(),
+        }
+    });
     client
         .upload_artifact(tokio_stream::iter(chunks))
         .await
-        .map_err(|status| ArtifactError::Rpc {
-            hash: hash.to_string(),
-            status,
-        })?;
+        .map_err(|status| rpc_error(hash, status))?;
     Ok(())
 }
 
+/// The stream of an artifact's chunks.
+async fn open_download(
+    client: &mut AgentServiceClient<Channel>,
+    hash: &str,
+) -> Result<tonic::Streaming<v1::ArtifactChunk>, ArtifactError> {
+    let request = v1::DownloadArtifactRequest {
+        sha256: hash.to_string(),
+    };
+    match client.download_artifact(request).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) => Err(rpc_error(hash, status)),
+    }
+}
+
+/// A status the coordinator answered for artifact `hash`.
+fn rpc_error(hash: &str, status: tonic::Status) -> ArtifactError {
+    ArtifactError::Rpc {
+        hash: hash.to_string(),
+        status,
+    }
+}
+
 /// Downloads an artifact, or takes it from the local cache (`cache_dir/<hash>`), verified.
+/// Held in memory (checkpoints and source models, tens of MB). The cache file is written once
+/// the bytes hash right, and every read hashes it again, so a file torn by two slots fetching
+/// the same artifact at once is downloaded again, never used.
 pub async fn fetch(
     client: &mut AgentServiceClient<Channel>,
     cache_dir: &Path,
@@ -127,19 +144,9 @@ pub async fn fetch(
     {
         return Ok(bytes);
     }
-    let rpc = |status| ArtifactError::Rpc {
-        hash: hash.to_string(),
-        status,
-    };
-    let mut stream = client
-        .download_artifact(v1::DownloadArtifactRequest {
-            sha256: hash.to_string(),
-        })
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let mut stream = open_download(client, hash).await?;
     let mut bytes = Vec::new();
-    while let Some(chunk) = stream.message().await.map_err(rpc)? {
+    while let Some(chunk) = stream.message().await.map_err(|s| rpc_error(hash, s))? {
         bytes.extend_from_slice(&chunk.data);
     }
     let actual = hex::encode(Sha256::digest(&bytes));
@@ -157,48 +164,49 @@ pub async fn fetch(
 }
 
 /// Downloads an artifact into the file `path` in chunks (never whole in memory), checking its
-/// SHA-256; the file appears only once it is complete and correct. Returns its size.
+/// SHA-256; the file appears only once it is complete and correct, and a failed download leaves
+/// no partial file behind. Returns its size.
 pub async fn download_to_file(
     client: &mut AgentServiceClient<Channel>,
     hash: &str,
     path: &Path,
 ) -> Result<u64, ArtifactError> {
     use tokio::io::AsyncWriteExt;
-    let rpc = |status| ArtifactError::Rpc {
-        hash: hash.to_string(),
-        status,
-    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
+    let mut stream = open_download(client, hash).await?;
     let partial = path.with_extension("partial");
-    let mut file = tokio::fs::File::create(&partial)
-        .await
-        .map_err(io(&partial))?;
-    let mut stream = client
-        .download_artifact(v1::DownloadArtifactRequest {
-            sha256: hash.to_string(),
-        })
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    let mut hasher = Sha256::new();
-    let mut bytes = 0u64;
-    while let Some(chunk) = stream.message().await.map_err(rpc)? {
-        hasher.update(&chunk.data);
-        file.write_all(&chunk.data).await.map_err(io(&partial))?;
-        bytes += chunk.data.len() as u64;
+    let written = async {
+        let mut file = tokio::fs::File::create(&partial)
+            .await
+            .map_err(io(&partial))?;
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.message().await.map_err(|s| rpc_error(hash, s))? {
+            hasher.update(&chunk.data);
+            file.write_all(&chunk.data).await.map_err(io(&partial))?;
+            bytes += chunk.data.len() as u64;
+        }
+        file.sync_all().await.map_err(io(&partial))?;
+        let actual = hex::encode(hasher.finalize());
+        if actual != hash {
+            return Err(ArtifactError::Corrupt {
+                expected: hash.to_string(),
+                actual,
+            });
+        }
+        Ok(bytes)
     }
-    file.sync_all().await.map_err(io(&partial))?;
-    drop(file);
-    let actual = hex::encode(hasher.finalize());
-    if actual != hash {
-        let _ = std::fs::remove_file(&partial);
-        return Err(ArtifactError::Corrupt {
-            expected: hash.to_string(),
-            actual,
-        });
+    .await;
+    match written {
+        Ok(bytes) => {
+            std::fs::rename(&partial, path).map_err(io(path))?;
+            Ok(bytes)
+        }
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(error)
+        }
     }
-    std::fs::rename(&partial, path).map_err(io(path))?;
-    Ok(bytes)
 }
