@@ -2,7 +2,8 @@
 //! give a container is one its binary accepts (read from the binary's own `--help`), the ports
 //! of arguments, containers, probes and Services agree, the agents' grace period outlasts their
 //! drain, the sweeps in the ConfigMap are the shipped ones, and the Dockerfiles follow the
-//! rules (pinned bases, a non-root user, no secrets, labels, build instructions at the top).
+//! rules (pinned bases, a non-root user, no secrets, labels, build instructions at the top, a
+//! binary without debuginfo).
 //! Drift between `deploy/` and the code fails here.
 
 use std::collections::BTreeMap;
@@ -382,6 +383,14 @@ fn dockerfiles_pin_their_bases_run_as_non_root_and_hold_no_secrets() {
                 }
             }
         }
+        let builder = text
+            .split("\nFROM ")
+            .find(|stage| stage.starts_with("chef AS builder"))
+            .unwrap_or_else(|| panic!("{name}: no builder stage"));
+        assert!(
+            builder.contains("ENV CARGO_PROFILE_RELEASE_STRIP=debuginfo"),
+            "{name}: the shipped binary keeps the release profile's debuginfo (~290 MB of it)"
+        );
         for label in [
             "org.opencontainers.image.version",
             "org.opencontainers.image.source",
