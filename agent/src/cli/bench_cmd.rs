@@ -78,6 +78,17 @@ fn medians(row: &BTreeMap<String, Vec<f64>>) -> BTreeMap<String, f64> {
 
 const PYTORCH_LABEL: &str = "pytorch";
 
+/// In how many of the rounds `ours` beat `reference` (more images per second), of how many:
+/// the rounds alternate ndhtl and PyTorch, so round i of one pairs with round i of the other,
+/// under the same machine load. `None` unless both have every round.
+fn rounds_won(ours: &[f64], reference: &[f64]) -> Option<(usize, usize)> {
+    if ours.is_empty() || ours.len() != reference.len() {
+        return None;
+    }
+    let won = ours.iter().zip(reference).filter(|(a, b)| a > b).count();
+    Some((won, ours.len()))
+}
+
 fn run_pytorch(
     args: &BenchArgs,
     plan: &BenchPlan,
@@ -216,11 +227,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         header.push_str(&format!(" PyTorch {version} |"));
         rule.push_str("---|");
     }
+    let paired = pytorch.is_some() && args.rounds > 1;
     for label in &labels {
         header.push_str(&format!(" {label} |"));
         rule.push_str("---|");
         if pytorch.is_some() {
             header.push_str(" ratio |");
+            rule.push_str("---|");
+        }
+        if paired {
+            header.push_str(" faster in |");
             rule.push_str("---|");
         }
     }
@@ -244,6 +260,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 row.push_str(&format!(" {:.2} |", ours / reference));
             } else if pytorch.is_some() {
                 row.push_str(" – |");
+            }
+            if paired {
+                let won = rounds_won(
+                    samples[label].get(*workload).map_or(&[][..], Vec::as_slice),
+                    samples[PYTORCH_LABEL]
+                        .get(*workload)
+                        .map_or(&[][..], Vec::as_slice),
+                );
+                row.push_str(
+                    &won.map_or(" – |".into(), |(won, of)| format!(" {won}/{of} rounds |")),
+                );
             }
         }
         table.push_str(&row);
@@ -272,4 +299,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rounds_won;
+
+    #[test]
+    fn rounds_are_paired_by_index_and_ties_are_not_wins() {
+        // Medians alone would call these equal (both 10); round by round ours won twice.
+        assert_eq!(
+            rounds_won(&[11.0, 10.0, 9.0, 12.0], &[10.0, 10.0, 10.0, 10.0]),
+            Some((2, 4))
+        );
+        assert_eq!(rounds_won(&[1.0, 2.0], &[1.0]), None, "a missing round");
+        assert_eq!(rounds_won(&[], &[]), None);
+    }
 }
