@@ -5,12 +5,25 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::cluster::Coordinator;
 use ndhtl_agent::runtime::artifacts::{
     ArtifactError, CHUNK_BYTES, download_to_file, fetch, pack_dir, unpack_into, upload,
 };
 use ndhtl_proto::v1::agent_service_client::AgentServiceClient;
 use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+
+/// A coordinator on 127.0.0.1 with its state in `dir/state` (kept across restarts), and a client.
+async fn start_coordinator(dir: &Path) -> (Coordinator, AgentServiceClient<Channel>) {
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let (coordinator, address) = Coordinator::start(&dir.join("state"), any_port, None).await;
+    let client = AgentServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    (coordinator, client)
+}
 
 fn artifact(size: usize) -> (String, Vec<u8>) {
     // Not a repeating pattern: a chunk put at the wrong offset changes the hash.
@@ -21,15 +34,7 @@ fn artifact(size: usize) -> (String, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_size_around_the_chunk_boundary_round_trips_through_the_coordinator() {
     let dir = tempfile::tempdir().unwrap();
-    let (coordinator, address) = Coordinator::start(
-        &dir.path().join("state"),
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-    )
-    .await;
-    let mut client = AgentServiceClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let (coordinator, mut client) = start_coordinator(dir.path()).await;
     for size in [
         0,
         1,
@@ -64,15 +69,7 @@ async fn every_size_around_the_chunk_boundary_round_trips_through_the_coordinato
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_is_used_when_right_refetched_when_damaged_and_unknown_hashes_fail_typed() {
     let dir = tempfile::tempdir().unwrap();
-    let (coordinator, address) = Coordinator::start(
-        &dir.path().join("state"),
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-    )
-    .await;
-    let mut client = AgentServiceClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let (coordinator, mut client) = start_coordinator(dir.path()).await;
 
     // A packed folder, as checkpoints travel.
     let folder = dir.path().join("checkpoint");
@@ -100,15 +97,7 @@ async fn the_cache_is_used_when_right_refetched_when_damaged_and_unknown_hashes_
         "{error}"
     );
 
-    let (coordinator, address) = Coordinator::start(
-        &dir.path().join("state"),
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-    )
-    .await;
-    let mut client = AgentServiceClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let (coordinator, mut client) = start_coordinator(dir.path()).await;
     let unpacked = dir.path().join("unpacked");
     let bytes = fetch(&mut client, &cache, &hash).await.unwrap();
     unpack_into(&bytes, &unpacked).unwrap();
