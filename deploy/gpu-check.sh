@@ -60,6 +60,12 @@ if [[ -n "$prebuilt" ]]; then
   done
   torch_lib="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)"
   torch_lib="${torch_lib:-${LIBTORCH:-}/lib}"
+  if [[ -f "$prebuilt/TORCH_VERSION" ]]; then
+    built_for="$(cat "$prebuilt/TORCH_VERSION")"
+    here="$(python3 -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || echo unknown)"
+    echo "built against torch $built_for; this machine's torch: $here"
+    [[ "$built_for" == "$here" ]] || echo "WARNING: torch versions differ; libtorch may not load"
+  fi
   export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
   step "building the tch agent and the numerical tests"
