@@ -10,7 +10,8 @@
 # Everything it prints also goes to $OUT_DIR/gpu-check.log.
 #
 #   deploy/gpu-check.sh                         # on a GPU machine with cargo: builds, then checks
-#   deploy/gpu-check.sh --prebuilt DIR          # binaries built elsewhere: DIR holds ndhtl,
+#   deploy/gpu-check.sh --prebuilt DIR          # binaries built elsewhere (deploy/gpu-prebuild.sh
+#                                               # makes them): DIR holds ndhtl,
 #                                               # plastic_equations, training, optimizer,
 #                                               # convolution and upload
 #                                               # (or .gz of them)
