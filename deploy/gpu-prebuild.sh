@@ -6,7 +6,7 @@
 #   NDHTL_TORCH_VERSION=2.9.0 deploy/gpu-prebuild.sh     # another torch
 #
 # It builds ndhtl and the five numerical test binaries with the tch feature against the libtorch
-# of that torch wheel (deploy/libtorch.sh installs it), strips their debug info, gzips them into
+# of that torch wheel (deploy/libtorch.sh installs it, in $NDHTL_TORCH_VENV if set), strips their debug info, gzips them into
 # gpu-prebuilt/ (ignored by git) and checks that they fit the device tool's 64 MiB carry limit.
 # Then, on the GPU machine, whose torch must be the same version:
 #
@@ -25,7 +25,6 @@ carry_limit_bytes=$((64 * 1024 * 1024))
 test_names=(plastic_equations training optimizer convolution upload)
 
 export NDHTL_TORCH_VERSION="$torch_version"
-export NDHTL_TORCH_VENV="${NDHTL_TORCH_VENV:-/var/tmp/ndhtl-torch-$torch_version}"
 eval "$(deploy/libtorch.sh)"
 export CARGO_TARGET_DIR="$target"
 export CARGO_PROFILE_RELEASE_STRIP=debuginfo
