@@ -439,3 +439,58 @@ fn fine_tuning_trains_the_features_unless_they_are_frozen() {
         }
     }
 }
+
+/// Evaluation runs through the prefetch thread. Its figures must not depend on how the test
+/// set is cut into batches (a last partial batch included), it must count every test image
+/// once, and with a constant classifier it must give the hand-computed values: loss ln C, and
+/// top-1 equal to the share of class 0 (argmax breaks ties towards the first class).
+#[test]
+fn evaluation_counts_every_test_image_whatever_the_batch_size() {
+    use burn::module::Param;
+    use burn::tensor::Tensor;
+    use ndhtl_agent::train::lifetime::{evaluate, inference_view};
+
+    let dir = tempfile::tempdir().unwrap();
+    synth_data(dir.path(), 2, 2);
+    let task: TaskSpec = "T1".parse().unwrap();
+    let data = TaskData::load(dir.path(), &task, None).unwrap();
+    let device = test_device();
+    let test_images = data.test.len();
+    assert_eq!(
+        test_images, 100,
+        "T1: 10 classes × 10 generated test images"
+    );
+
+    let model = CifarAlexNet::new(10, 11, &device.device);
+    let (inference, _) = inference_view(&model, None);
+    let whole = evaluate(&inference, None, &data.test, test_images, &device.device);
+    assert_eq!(whole.images, test_images);
+    for batch_size in [1, 7, 64] {
+        let cut = evaluate(&inference, None, &data.test, batch_size, &device.device);
+        assert_eq!(cut.images, test_images, "batch size {batch_size}");
+        assert_eq!(cut.top1, whole.top1, "batch size {batch_size}");
+        assert_eq!(cut.top5, whole.top5, "batch size {batch_size}");
+        assert!(
+            (cut.loss - whole.loss).abs() < 1e-5 * whole.loss.abs().max(1.0),
+            "batch size {batch_size}: loss {} against {}",
+            cut.loss,
+            whole.loss
+        );
+    }
+
+    let mut constant = model.clone();
+    let [features, classes] = constant.classifier.weight.dims();
+    constant.classifier.weight =
+        Param::from_tensor(Tensor::zeros([features, classes], &device.device));
+    constant.classifier.bias = Some(Param::from_tensor(Tensor::zeros([classes], &device.device)));
+    let (inference, _) = inference_view(&constant, None);
+    let flat = evaluate(&inference, None, &data.test, 7, &device.device);
+    let class_zero = data.test.labels.iter().filter(|&&label| label == 0).count();
+    assert!(
+        (flat.loss - (classes as f64).ln()).abs() < 1e-5,
+        "loss {}",
+        flat.loss
+    );
+    assert_eq!(flat.top1, 100.0 * class_zero as f64 / test_images as f64);
+    assert_eq!(flat.images, test_images);
+}

@@ -270,24 +270,36 @@ pub fn train_lifetime(
 }
 
 /// Evaluates on `test` (no augmentation, file order). `hebb_eval` is NDHTL's frozen H; the
-/// model must be the inference copy (`model.valid()`), on `device`.
+/// model must be the inference copy (`model.valid()`), on `device`. Batches are assembled on
+/// the prefetch thread, as in training, so a GPU is not left idle while the CPU normalises the
+/// next test image.
 pub fn evaluate(
     model: &CifarAlexNet,
     hebb_eval: Option<Tensor<2>>,
-    test: &TaskImages,
+    test: &Arc<TaskImages>,
     batch_size: usize,
     device: &Device,
 ) -> EvalMetrics {
-    let plan = EpochPlan::sequential(test.len());
-    let lut = Normalization::CIFAR10.lookup_table();
-    let count = batch_count(test.len(), batch_size, false);
+    let batches = Prefetcher::spawn(
+        Arc::clone(test),
+        EpochPlan::sequential(test.len()),
+        Normalization::CIFAR10,
+        batch_size,
+        false,
+        0,
+    );
+    debug_assert_eq!(
+        batches.batch_count,
+        batch_count(test.len(), batch_size, false),
+        "evaluation covers every test image"
+    );
     let mut loss_sum: Option<Tensor<1>> = None;
     let mut top1: Option<Tensor<1, Int>> = None;
     let mut top5: Option<Tensor<1, Int>> = None;
-    for index in 0..count {
-        let batch =
-            crate::data::pipeline::assemble_batch(test, &plan, &lut, batch_size, index, count);
+    let mut evaluated = 0;
+    for batch in batches {
         let size = batch.size();
+        evaluated += size;
         let images = images_tensor(batch.pixels, size, device);
         let targets = labels_tensor(batch.labels, device);
         let features = model.features.forward(images);
@@ -302,7 +314,8 @@ pub fn evaluate(
         top1 = Some(top1.map_or(hits1.clone(), |sum| sum + hits1));
         top5 = Some(top5.map_or(hits5.clone(), |sum| sum + hits5));
     }
-    let images = test.len().max(1) as f64;
+    debug_assert_eq!(evaluated, test.len(), "every test image evaluated once");
+    let images = evaluated.max(1) as f64;
     EvalMetrics {
         loss: loss_sum
             .map(|t| t.into_scalar::<f32>() as f64)
@@ -310,7 +323,7 @@ pub fn evaluate(
             / images,
         top1: 100.0 * top1.map(|t| t.into_scalar::<i64>() as f64).unwrap_or(0.0) / images,
         top5: 100.0 * top5.map(|t| t.into_scalar::<i64>() as f64).unwrap_or(0.0) / images,
-        images: test.len(),
+        images: evaluated,
     }
 }
 
