@@ -9,7 +9,8 @@
 #      side on the GPU against the same jobs one after another in PyTorch on the same GPU.
 # Everything it prints also goes to $OUT_DIR/gpu-check.log.
 #
-#   deploy/gpu-check.sh                         # on a GPU machine with cargo: builds, then checks
+#   deploy/gpu-check.sh                         # on a GPU machine with cargo: builds with
+#                                               # deploy/gpu-prebuild.sh, then checks
 #   deploy/gpu-check.sh --prebuilt DIR          # binaries built elsewhere (deploy/gpu-prebuild.sh
 #                                               # makes them): DIR holds ndhtl,
 #                                               # plastic_equations, training, optimizer,
@@ -17,7 +18,8 @@
 #                                               # (or .gz of them)
 #
 # Options: --device cuda:N (default cuda:0), --out DIR (default gpu-check-out).
-# Building needs the torch wheel's libtorch (deploy/libtorch.sh). With --prebuilt, the libtorch
+# Building uses the torch that `python3` already has, if any (no download, no venv), else the
+# pinned wheel that deploy/libtorch.sh installs. With --prebuilt, the libtorch
 # the binaries were built against must be loadable: the script adds the lib folder of the torch
 # that `python3` imports (or $LIBTORCH/lib) to LD_LIBRARY_PATH.
 set -uo pipefail
@@ -52,34 +54,43 @@ python3 -c 'import torch; print("python torch", torch.__version__, "cuda", torch
 scratch="${TMPDIR:-/tmp}/ndhtl-gpu-check"   # binaries and generated data, not results
 bin="$scratch/bin"
 mkdir -p "$bin"
-if [[ -n "$prebuilt" ]]; then
-  step "prebuilt binaries from $prebuilt"
-  for name in ndhtl plastic_equations training optimizer convolution upload; do
-    if [[ -f "$prebuilt/$name.gz" ]]; then gzip -dc "$prebuilt/$name.gz" > "$bin/$name"
-    else cp "$prebuilt/$name" "$bin/$name"; fi
-    chmod +x "$bin/$name"
-  done
+machine_torch="$(python3 -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)"
+bench_python=python3   # the PyTorch side of the benchmarks
+if [[ -z "$prebuilt" ]]; then
+  # Build with deploy/gpu-prebuild.sh, as a CPU machine would, against the machine's own torch
+  # if python3 has one (no download), else against the pinned wheel that libtorch.sh installs.
+  step "building the tch agent and the numerical tests (deploy/gpu-prebuild.sh)"
+  if [[ -n "$machine_torch" ]]; then
+    export NDHTL_TORCH_VERSION="$machine_torch" NDHTL_TORCH_PYTHON="$(command -v python3)"
+  fi
+  torch_exports="$(deploy/libtorch.sh)" || exit 1
+  eval "$torch_exports"
+  bench_python="$NDHTL_BENCH_PYTHON"
+  export NDHTL_TORCH_PYTHON="$NDHTL_BENCH_PYTHON"
+  export NDHTL_TORCH_VERSION="$("$NDHTL_BENCH_PYTHON" -c 'import torch; print(torch.__version__.split("+")[0])')"
+  prebuilt="$scratch/built"
+  env NDHTL_PREBUILD_OUT="$prebuilt" NDHTL_PREBUILD_CARRY_LIMIT_BYTES=0 \
+    ${CARGO_TARGET_DIR:+"NDHTL_PREBUILD_TARGET=$CARGO_TARGET_DIR"} deploy/gpu-prebuild.sh >/dev/null || exit 1
+  torch_lib="$LIBTORCH/lib"
+  runtime_torch="$NDHTL_TORCH_VERSION"
+else
   torch_lib="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)"
   torch_lib="${torch_lib:-${LIBTORCH:-}/lib}"
-  if [[ -f "$prebuilt/TORCH_VERSION" ]]; then
-    built_for="$(cat "$prebuilt/TORCH_VERSION")"
-    here="$(python3 -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || echo unknown)"
-    echo "built against torch $built_for; this machine's torch: $here"
-    [[ "$built_for" == "$here" ]] || echo "WARNING: torch versions differ; libtorch may not load"
-  fi
-  export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-else
-  step "building the tch agent and the numerical tests"
-  eval "$(deploy/libtorch.sh)"
-  target="${CARGO_TARGET_DIR:-target}"
-  cargo build --release --features tch --bin ndhtl || exit 1
-  cargo test --release --features tch -p ndhtl-agent --test plastic_equations --test training \
-    --test optimizer --test convolution --test upload --no-run || exit 1
-  cp "$target/release/ndhtl" "$bin/ndhtl"
-  for name in plastic_equations training optimizer convolution upload; do
-    cp "$(ls -t "$target"/release/deps/$name-* | grep -v '\.d$' | head -1)" "$bin/$name"
-  done
+  runtime_torch="$machine_torch"
 fi
+
+step "binaries from $prebuilt"
+for name in ndhtl plastic_equations training optimizer convolution upload; do
+  if [[ -f "$prebuilt/$name.gz" ]]; then gzip -dc "$prebuilt/$name.gz" > "$bin/$name"
+  else cp "$prebuilt/$name" "$bin/$name"; fi
+  chmod +x "$bin/$name"
+done
+if [[ -f "$prebuilt/TORCH_VERSION" ]]; then
+  built_for="$(cat "$prebuilt/TORCH_VERSION")"
+  echo "built against torch $built_for; loading torch ${runtime_torch:-(none in python3)} from $torch_lib"
+  [[ "$built_for" == "$runtime_torch" ]] || echo "WARNING: torch versions differ; libtorch may not load"
+fi
+export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 ndhtl="$bin/ndhtl"
 "$ndhtl" --version || { echo "the tch binary does not start (libtorch not found?)"; exit 1; }
 
@@ -106,11 +117,11 @@ done
 grep -h '"summary"' "$out_dir"/*.jsonl || true
 
 step "benchmark: tch on $device beside PyTorch on the same GPU"
-check "bench" "$ndhtl" bench --backends tch --device "$device" --python python3 \
+check "bench" "$ndhtl" bench --backends tch --device "$device" --python "$bench_python" \
   --json "$out_dir/bench.json"
 
 step "a scaled-down reproduction on $device: 4 jobs side by side against PyTorch's sequential run"
-check "reproduction" env DEVICE="$device" AGENTS=4 NDHTL="$ndhtl" NDHTL_BENCH_PYTHON=python3 \
+check "reproduction" env DEVICE="$device" AGENTS=4 NDHTL="$ndhtl" NDHTL_BENCH_PYTHON="$bench_python" \
   scripts/reproduction-bench.sh
 
 step "done: $failures failed step(s)"
