@@ -17,7 +17,9 @@
 #                                               # convolution and upload
 #                                               # (or .gz of them)
 #
-# Options: --device cuda:N (default cuda:0), --out DIR (default gpu-check-out).
+# Options: --device cuda:N (default cuda:0), --out DIR (default $OUT, the folder the device tool
+# brings back, else gpu-check-out). Each step has a time limit, so that one hung step cannot take
+# the whole lease; the steps run most important first.
 # Building uses the torch that `python3` already has, if any (no download, no venv), else the
 # pinned wheel that deploy/libtorch.sh installs. With --prebuilt, the libtorch
 # the binaries were built against must be loadable: the script adds the lib folder of the torch
@@ -27,7 +29,7 @@ cd "$(dirname "$0")/.."
 
 device="cuda:0"
 prebuilt=""
-out_dir="gpu-check-out"
+out_dir="${OUT:-gpu-check-out}"
 while (( $# )); do
   case "$1" in
     --device) device="$2"; shift 2 ;;
@@ -40,10 +42,13 @@ mkdir -p "$out_dir"
 exec > >(tee "$out_dir/gpu-check.log") 2>&1
 failures=0
 step() { echo; echo "== $(date -u +%T) $*"; }
-check() { # check NAME COMMAND...: runs it, records a failure without stopping
-  local name="$1"; shift
-  local started=$SECONDS
-  if "$@"; then echo "-- $name: ok ($((SECONDS - started)) s)"
+check() { # check NAME SECONDS COMMAND...: runs it for at most SECONDS, records a failure without stopping
+  local name="$1" limit="$2"; shift 2
+  local started=$SECONDS status=0
+  timeout --kill-after=10 "$limit" "$@" || status=$?
+  if (( status == 0 )); then echo "-- $name: ok ($((SECONDS - started)) s)"
+  elif (( status == 124 || status == 137 )); then
+    echo "-- $name: FAILED, stopped at its limit of $limit s"; failures=$((failures + 1))
   else echo "-- $name: FAILED ($((SECONDS - started)) s)"; failures=$((failures + 1)); fi
 }
 
@@ -96,32 +101,32 @@ ndhtl="$bin/ndhtl"
 
 step "numerical tests on tch:$device"
 export NDHTL_TEST_DEVICE="tch:$device"
-check "plastic equations" "$bin/plastic_equations" --test-threads 1
-check "training" "$bin/training" --test-threads 1
-check "optimizer (fused SGD, in place on the GPU)" "$bin/optimizer" --test-threads 1
-check "convolution (libtorch's autograd: cuDNN's backward)" "$bin/convolution" --test-threads 1
-check "uploads (pinned, asynchronous)" "$bin/upload" --test-threads 1
+check "plastic equations" 60 "$bin/plastic_equations" --test-threads 1
+check "training" 180 "$bin/training" --test-threads 1
+check "optimizer (fused SGD, in place on the GPU)" 60 "$bin/optimizer" --test-threads 1
+check "convolution (libtorch's autograd: cuDNN's backward)" 60 "$bin/convolution" --test-threads 1
+check "uploads (pinned, asynchronous)" 60 "$bin/upload" --test-threads 1
 
 step "one-target fine-tunes on $device (generated data)"
 work="$scratch/work"
 rm -rf "$work"
 "$ndhtl" data synth --out "$work/data" --cifar10-train-per-class 100 \
   --cifar100-train-per-class 60 --cifar100-test-per-class 20 >/dev/null
-check "source training" "$ndhtl" train source --data "$work/data" --out "$work/source.bpk" \
+check "source training" 120 "$ndhtl" train source --data "$work/data" --out "$work/source.bpk" \
   --epochs 3 --lr 0.02 --batch-size 32 --device "$device" --metrics "$out_dir/source.jsonl"
 for method in stl ndhtl; do
-  check "T1 $method" "$ndhtl" train finetune --data "$work/data" --source "$work/source.bpk" \
+  check "T1 $method" 120 "$ndhtl" train finetune --data "$work/data" --source "$work/source.bpk" \
     --task T1 --method "$method" --lifetimes 2 --lr 1e-3 --seed 1 --device "$device" \
     --metrics "$out_dir/T1-$method.jsonl"
 done
 grep -h '"summary"' "$out_dir"/*.jsonl || true
 
 step "benchmark: tch on $device beside PyTorch on the same GPU"
-check "bench" "$ndhtl" bench --backends tch --device "$device" --python "$bench_python" \
+check "bench" 300 "$ndhtl" bench --backends tch --device "$device" --python "$bench_python" \
   --json "$out_dir/bench.json"
 
 step "a scaled-down reproduction on $device: 4 jobs side by side against PyTorch's sequential run"
-check "reproduction" env DEVICE="$device" AGENTS=4 NDHTL="$ndhtl" NDHTL_BENCH_PYTHON="$bench_python" \
+check "reproduction" 300 env DEVICE="$device" AGENTS=4 NDHTL="$ndhtl" NDHTL_BENCH_PYTHON="$bench_python" \
   scripts/reproduction-bench.sh
 
 step "done: $failures failed step(s)"
