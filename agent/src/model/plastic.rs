@@ -17,11 +17,12 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::{softmax, tanh};
+use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor};
 
 use super::alexnet::{CifarAlexNet, FEATURE_DIM};
 use super::init::{InitStream, default_bound, init_rng, uniform_param};
+use super::softmax::softmax;
 
 pub use ndhtl_core::plastic::{PlasticConfig, PlasticityRule, PostActivity, TraceMode};
 
@@ -199,11 +200,16 @@ impl CifarAlexNet {
         .unsqueeze_dim::<3>(1); // S×1×(1|C): broadcast over the D rows
         // (P5) the Hebbian product x_i x_j.
         let hebbian_product = match config.trace {
-            TraceMode::Shared => x
-                .transpose()
-                .matmul(post)
-                .div_scalar(batch as f32)
-                .unsqueeze_dim::<3>(0),
+            TraceMode::Shared => {
+                let summed = x.transpose().matmul(post);
+                // At batch 1 (the paper's regime) the mean is the sum: one kernel fewer.
+                let mean = if batch == 1 {
+                    summed
+                } else {
+                    summed.div_scalar(batch as f32)
+                };
+                mean.unsqueeze_dim::<3>(0)
+            }
             TraceMode::PerSample => x.unsqueeze_dim::<3>(2) * post.unsqueeze_dim::<3>(1),
         };
         let clip = config.clip;
@@ -212,8 +218,9 @@ impl CifarAlexNet {
                 let eta = params.eta.val().reshape([1, 1, 1]);
                 // (P6) uses the old eligibility trace …
                 let hebb = (state.hebb + modulation * state.elig.clone()).clamp(-clip, clip);
-                // (P7) … which is updated afterwards.
-                let elig = state.elig * eta.clone().neg().add_scalar(1.0) + hebbian_product * eta;
+                // (P7) … which is updated afterwards: (1 − η) E + η Q, written E + η (Q − E),
+                // three kernels rather than five (the same value, rounded differently).
+                let elig = state.elig.clone() + (hebbian_product - state.elig) * eta;
                 HebbianState { hebb, elig }
             }
             PlasticityRule::Simple => HebbianState {
