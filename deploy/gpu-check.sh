@@ -14,7 +14,7 @@
 #   deploy/gpu-check.sh --prebuilt DIR          # binaries built elsewhere (deploy/gpu-prebuild.sh
 #                                               # makes them): DIR holds ndhtl,
 #                                               # plastic_equations, training, optimizer,
-#                                               # convolution and upload
+#                                               # convolution, upload and softmax
 #                                               # (or .gz of them)
 #
 # Options: --device cuda:N (default cuda:0), --out DIR (default $OUT, the folder the device tool
@@ -85,11 +85,14 @@ else
 fi
 
 step "binaries from $prebuilt"
-for name in ndhtl plastic_equations training optimizer convolution upload; do
-  if [[ -f "$prebuilt/$name.gz" ]]; then gzip -dc "$prebuilt/$name.gz" > "$bin/$name"
-  else cp "$prebuilt/$name" "$bin/$name"; fi
+# Every binary in the folder (gpu-prebuild.sh's list); a missing one fails its step below.
+for file in "$prebuilt"/*; do
+  name="$(basename "$file" .gz)"
+  [[ "$name" == TORCH_VERSION ]] && continue
+  if [[ "$file" == *.gz ]]; then gzip -dc "$file" > "$bin/$name"; else cp "$file" "$bin/$name"; fi
   chmod +x "$bin/$name"
 done
+[[ -x "$bin/ndhtl" ]] || { echo "$prebuilt has no ndhtl (deploy/gpu-prebuild.sh makes it)"; exit 1; }
 if [[ -f "$prebuilt/TORCH_VERSION" ]]; then
   built_for="$(cat "$prebuilt/TORCH_VERSION")"
   echo "built against torch $built_for; loading torch ${runtime_torch:-(none in python3)} from $torch_lib"
@@ -106,6 +109,7 @@ check "training" 180 "$bin/training" --test-threads 1
 check "optimizer (fused SGD, in place on the GPU)" 60 "$bin/optimizer" --test-threads 1
 check "convolution (libtorch's autograd: cuDNN's backward)" 60 "$bin/convolution" --test-threads 1
 check "uploads (pinned, asynchronous)" 60 "$bin/upload" --test-threads 1
+check "softmax (ATen's fused backward)" 60 "$bin/softmax" --test-threads 1
 
 step "one-target fine-tunes on $device (generated data)"
 work="$scratch/work"

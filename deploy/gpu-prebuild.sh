@@ -5,7 +5,7 @@
 #   deploy/gpu-prebuild.sh                 # torch 2.11.0 (the GPU image's torch), into gpu-prebuilt/
 #   NDHTL_TORCH_VERSION=2.9.0 deploy/gpu-prebuild.sh     # another torch
 #
-# It builds ndhtl and the five numerical test binaries with the tch feature against the libtorch
+# It builds ndhtl and the six numerical test binaries with the tch feature against the libtorch
 # of that torch wheel (deploy/libtorch.sh installs it, in $NDHTL_TORCH_VENV if set), strips their debug info, gzips them into
 # gpu-prebuilt/ (ignored by git; NDHTL_PREBUILD_OUT picks another folder) and checks that they
 # fit the device tool's 64 MiB carry limit. gpu-check.sh, run without --prebuilt, calls this
@@ -25,7 +25,7 @@ out_dir="${NDHTL_PREBUILD_OUT:-gpu-prebuilt}"
 target="${NDHTL_PREBUILD_TARGET:-/var/tmp/ndhtl-gpu-prebuild-$torch_version-target}"
 # 0 turns the check off (gpu-check.sh building on the GPU machine itself carries nothing).
 carry_limit_bytes="${NDHTL_PREBUILD_CARRY_LIMIT_BYTES:-$((64 * 1024 * 1024))}"
-test_names=(plastic_equations training optimizer convolution upload)
+test_names=(plastic_equations training optimizer convolution upload softmax)
 
 export NDHTL_TORCH_VERSION="$torch_version"
 torch_exports="$(deploy/libtorch.sh)"   # set -e does not see a failure inside eval "$(…)"

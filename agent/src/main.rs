@@ -39,6 +39,15 @@ fn main() {
             std::process::exit(2);
         }
     }
+    match ndhtl_agent::model::softmax::SoftmaxKernels::from_environment() {
+        Ok(kernels) => {
+            kernels.apply();
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+    }
     match ndhtl_agent::upload::HostUploads::from_environment() {
         Ok(uploads) => {
             uploads.apply();

@@ -1,7 +1,8 @@
 //! Losses and accuracy on logits.
 
-use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Int, Tensor};
+
+use super::softmax::{log_softmax, softmax};
 
 pub use ndhtl_core::plastic::LossKind;
 
