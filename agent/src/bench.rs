@@ -10,8 +10,13 @@
 //! - `train_b1_stl_pageable_uploads` (CUDA devices only): that step with burn-tch's synchronous
 //!   copies from pageable memory instead of pinned, asynchronous ones (`upload`);
 //! - `train_b1_ndhtl_k10`: NDHTL at batch 1, a plastic step every image, a backward every 10;
+//! - `train_b1_stl_burn_softmax`, `train_b1_ndhtl_k10_burn_softmax`: those steps with Burn's
+//!   composite softmax and log-softmax instead of the fused ones (`model::softmax`);
 //! - `loop_b1_stl`, `loop_b1_ndhtl_k10`: the real fine-tuning loop (pipeline, accumulators,
 //!   windows) at batch 1; against the bare steps this is ndhtl's own per-step overhead;
+//! - `softmax_head_b1`, `softmax_head_b1_burn`: a batch-1 NDHTL step's softmax work alone
+//!   (P2's softmax and the loss's log-softmax of 1×10 logits, forward and backward), fused and
+//!   Burn's composite: the per-step overhead the fused one cuts;
 //! - `infer_b1000`: inference on a batch of 1000;
 //! - `pipeline`: the input pipeline alone (augment + normalise), to show it never limits training.
 //!
@@ -33,6 +38,7 @@ use crate::data::pipeline::{Augmentation, EpochPlan, Normalization, assemble_bat
 use crate::device::ComputeDevice;
 use crate::model::conv::ConvolutionGradients;
 use crate::model::loss::cross_entropy;
+use crate::model::softmax::SoftmaxKernels;
 use crate::model::{CifarAlexNet, HebbianState, PlasticConfig, PlasticParams};
 use crate::train::lifetime::{images_tensor, labels_tensor};
 use crate::train::optimizer::{SgdKernel, build_optimizer, build_optimizer_with};
@@ -137,6 +143,34 @@ fn bench_stl_train(
                 .weight
                 .val()
                 .into_data(); // wait for queued work
+        },
+    )
+}
+
+/// The softmax work of one batch-1 NDHTL step on its own: the post-synaptic softmax (P2) and
+/// the cross-entropy's log-softmax of 1×10 logits, forward and backward; seconds per step.
+/// Against `softmax_head_b1_burn` this is what the fused softmax saves per step.
+fn bench_softmax_head(device: &ComputeDevice, plan: &BenchPlan, base_steps: usize) -> f64 {
+    let training = device.autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let logits: Vec<f32> = (0..10).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    let probe: Vec<f32> = (0..10).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let probe = float_to_device(probe, [1, 10], &training);
+    time_steps(
+        plan,
+        plan.steps(base_steps / 4).max(2),
+        plan.steps(base_steps),
+        |steps| {
+            let mut last = None;
+            for _ in 0..steps {
+                let z = float_to_device(logits.as_slice(), [1, 10], &training).require_grad();
+                let targets = labels_tensor(vec![3], &training);
+                let post = crate::model::softmax::softmax(z.clone(), 1);
+                let loss = cross_entropy(z.clone(), targets) + (post * probe.clone()).sum();
+                let grads = loss.backward();
+                last = z.grad(&grads);
+            }
+            let _ = last.map(|grad| grad.into_data()); // wait for queued work
         },
     )
 }
@@ -288,6 +322,14 @@ fn with_burn_conv_gradients(measure: impl FnOnce() -> f64) -> f64 {
     seconds_per_step
 }
 
+/// `measure` with Burn's composite softmax and log-softmax.
+fn with_burn_softmax(measure: impl FnOnce() -> f64) -> f64 {
+    let previous = SoftmaxKernels::Burn.apply();
+    let seconds_per_step = measure();
+    previous.apply();
+    seconds_per_step
+}
+
 /// `measure` with burn-tch's pageable, synchronous uploads instead of pinned ones.
 fn with_pageable_uploads(measure: impl FnOnce() -> f64) -> f64 {
     let previous = HostUploads::Pageable.apply();
@@ -327,14 +369,26 @@ pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -
             with_pageable_uploads(|| bench_stl_train(device, plan, 1, 200, SgdKernel::Auto))
         });
     }
+    run("train_b1_stl_burn_softmax", 1, &|| {
+        with_burn_softmax(|| bench_stl_train(device, plan, 1, 200, SgdKernel::Auto))
+    });
     run("train_b1_ndhtl_k10", 1, &|| {
         bench_ndhtl_train(device, plan, 10, 20)
+    });
+    run("train_b1_ndhtl_k10_burn_softmax", 1, &|| {
+        with_burn_softmax(|| bench_ndhtl_train(device, plan, 10, 20))
     });
     run("loop_b1_stl", 1, &|| {
         bench_training_loop(device, plan, crate::train::Method::Stl, 200)
     });
     run("loop_b1_ndhtl_k10", 1, &|| {
         bench_training_loop(device, plan, crate::train::Method::Ndhtl, 200)
+    });
+    run("softmax_head_b1", 1, &|| {
+        bench_softmax_head(device, plan, 2000)
+    });
+    run("softmax_head_b1_burn", 1, &|| {
+        with_burn_softmax(|| bench_softmax_head(device, plan, 2000))
     });
     run("infer_b1000", 1000, &|| bench_inference(device, plan, 1000));
     results
