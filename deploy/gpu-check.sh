@@ -116,10 +116,14 @@ work="$scratch/work"
 rm -rf "$work"
 "$ndhtl" data synth --out "$work/data" --cifar10-train-per-class 100 \
   --cifar100-train-per-class 60 --cifar100-test-per-class 20 >/dev/null
+# Run folders under $work (wiped above): a rerun must train again, not resume the last run's
+# finished checkpoints from the default runs/.
 check "source training" 120 "$ndhtl" train source --data "$work/data" --out "$work/source.bpk" \
+  --run-dir "$work/runs/source" \
   --epochs 3 --lr 0.02 --batch-size 32 --device "$device" --metrics "$out_dir/source.jsonl"
 for method in stl ndhtl; do
   check "T1 $method" 120 "$ndhtl" train finetune --data "$work/data" --source "$work/source.bpk" \
+    --run-dir "$work/runs/T1-$method" \
     --task T1 --method "$method" --lifetimes 2 --lr 1e-3 --seed 1 --device "$device" \
     --metrics "$out_dir/T1-$method.jsonl"
 done
