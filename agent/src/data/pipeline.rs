@@ -283,7 +283,17 @@ impl Iterator for Prefetcher {
     type Item = Batch;
 
     fn next(&mut self) -> Option<Batch> {
-        self.receiver.recv().ok()
+        if let Ok(batch) = self.receiver.recv() {
+            return Some(batch);
+        }
+        // The worker is done. If it died, its panic is the consumer's: a short epoch must not
+        // pass for a whole one (the job fails on its attempt, with the message kept).
+        if let Some(worker) = self.worker.take()
+            && let Err(panic) = worker.join()
+        {
+            std::panic::resume_unwind(panic);
+        }
+        None
     }
 }
 
@@ -439,6 +449,22 @@ mod tests {
             Prefetcher::spawn(Arc::new(images), plan, Normalization::CIFAR10, 3, true, 1).collect();
         assert_eq!(dropped.len(), 1, "drop_last and skip_batches");
         assert_eq!(dropped[0], direct[1].clone().tap_last());
+    }
+
+    #[test]
+    #[should_panic(expected = "out of range")]
+    fn a_panic_on_the_prefetch_thread_reaches_the_consumer() {
+        let images = TaskImages {
+            pixels: vec![0; 2 * IMAGE_BYTES],
+            labels: vec![0, 1],
+            num_classes: 2,
+        };
+        // A plan over more images than there are: assembling the second batch panics.
+        let plan = EpochPlan::sequential(4);
+        let fetched: Vec<Batch> =
+            Prefetcher::spawn(Arc::new(images), plan, Normalization::CIFAR10, 2, false, 0)
+                .collect();
+        unreachable!("{} batches came back from a failed epoch", fetched.len());
     }
 
     trait TapLast {
