@@ -22,6 +22,14 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Applies a process setting read from the environment, or exits with its error (status 2).
+fn apply_or_exit(applied: Result<(), impl std::fmt::Display>) {
+    if let Err(error) = applied {
+        eprintln!("error: {error}");
+        std::process::exit(2);
+    }
+}
+
 fn main() {
     // Before any thread starts and any tensor is allocated.
     let allocator = ndhtl_agent::allocator::keep_freed_memory_for_reuse();
@@ -30,33 +38,21 @@ fn main() {
     if let Err(reason) = allocator {
         tracing::debug!(%reason, "malloc left at its settings");
     }
-    match ndhtl_agent::model::conv::ConvolutionGradients::from_environment() {
-        Ok(gradients) => {
-            gradients.apply();
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::exit(2);
-        }
-    }
-    match ndhtl_agent::model::softmax::SoftmaxKernels::from_environment() {
-        Ok(kernels) => {
-            kernels.apply();
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::exit(2);
-        }
-    }
-    match ndhtl_agent::upload::HostUploads::from_environment() {
-        Ok(uploads) => {
-            uploads.apply();
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::exit(2);
-        }
-    }
+    apply_or_exit(
+        ndhtl_agent::model::conv::ConvolutionGradients::from_environment().map(|setting| {
+            setting.apply();
+        }),
+    );
+    apply_or_exit(
+        ndhtl_agent::model::softmax::SoftmaxKernels::from_environment().map(|setting| {
+            setting.apply();
+        }),
+    );
+    apply_or_exit(
+        ndhtl_agent::upload::HostUploads::from_environment().map(|setting| {
+            setting.apply();
+        }),
+    );
     if let Some(threads) = cli.threads {
         // Read by the flex backend's thread pool when it first starts.
         // SAFETY: single-threaded at this point; nothing else reads the environment yet.

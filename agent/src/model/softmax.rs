@@ -104,9 +104,37 @@ impl SoftmaxBackend for burn::backend::LibTorch {
     }
 }
 
-/// The backward step of one softmax: its state is the output and the axis.
-#[derive(Debug)]
-struct SoftmaxStep;
+/// One softmax or log-softmax node; its backward state is the output and the axis.
+#[derive(Debug, Clone, Copy)]
+enum SoftmaxStep {
+    Softmax,
+    LogSoftmax,
+}
+
+impl SoftmaxStep {
+    fn forward<B: SoftmaxBackend>(self, x: FloatTensor<B>, dim: usize) -> FloatTensor<B> {
+        match self {
+            SoftmaxStep::Softmax => B::fused_softmax(x, dim),
+            SoftmaxStep::LogSoftmax => B::fused_log_softmax(x, dim),
+        }
+    }
+
+    /// Records the node on autodiff over `B`. Compute-bound: the output is kept for the
+    /// backward rather than recomputed.
+    fn record<B: SoftmaxBackend, C: CheckpointStrategy>(
+        self,
+        x: FloatTensor<Autodiff<B, C>>,
+        dim: usize,
+    ) -> FloatTensor<Autodiff<B, C>> {
+        match self.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let output = self.forward::<B>(x.into_primitive(), dim);
+                prep.finish((output.clone(), dim), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(self.forward::<B>(x.into_primitive(), dim)),
+        }
+    }
+}
 
 impl<B: SoftmaxBackend> Backward<B, 1> for SoftmaxStep {
     type State = (FloatTensor<B>, usize);
@@ -118,60 +146,20 @@ impl<B: SoftmaxBackend> Backward<B, 1> for SoftmaxStep {
         _checkpointer: &mut Checkpointer,
     ) {
         let (output, dim) = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::softmax_backward(grad, output, dim)
-        });
-    }
-}
-
-/// The backward step of one log-softmax: its state is the output and the axis.
-#[derive(Debug)]
-struct LogSoftmaxStep;
-
-impl<B: SoftmaxBackend> Backward<B, 1> for LogSoftmaxStep {
-    type State = (FloatTensor<B>, usize);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let (output, dim) = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::log_softmax_backward(grad, output, dim)
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| match self {
+            SoftmaxStep::Softmax => B::softmax_backward(grad, output, dim),
+            SoftmaxStep::LogSoftmax => B::log_softmax_backward(grad, output, dim),
         });
     }
 }
 
 impl<B: SoftmaxBackend, C: CheckpointStrategy> SoftmaxBackend for Autodiff<B, C> {
     fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
-        // Compute-bound: the output is kept for the backward rather than recomputed.
-        match SoftmaxStep
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let output = B::fused_softmax(x.into_primitive(), dim);
-                prep.finish((output.clone(), dim), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_softmax(x.into_primitive(), dim)),
-        }
+        SoftmaxStep::Softmax.record::<B, C>(x, dim)
     }
 
     fn fused_log_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
-        match LogSoftmaxStep
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let output = B::fused_log_softmax(x.into_primitive(), dim);
-                prep.finish((output.clone(), dim), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_log_softmax(x.into_primitive(), dim)),
-        }
+        SoftmaxStep::LogSoftmax.record::<B, C>(x, dim)
     }
 }
 
