@@ -14,7 +14,7 @@
 #   deploy/gpu-check.sh --prebuilt DIR          # binaries built elsewhere (deploy/gpu-prebuild.sh
 #                                               # makes them): DIR holds ndhtl,
 #                                               # plastic_equations, training, optimizer,
-#                                               # convolution, upload and softmax
+#                                               # convolution, upload, softmax and relu
 #                                               # (or .gz of them)
 #
 # Options: --device cuda:N (default cuda:0), --out DIR (default $OUT, the folder the device tool
@@ -106,10 +106,11 @@ step "numerical tests on tch:$device"
 export NDHTL_TEST_DEVICE="tch:$device"
 check "plastic equations" 60 "$bin/plastic_equations" --test-threads 1
 check "training" 180 "$bin/training" --test-threads 1
-check "optimizer (fused SGD, in place on the GPU)" 60 "$bin/optimizer" --test-threads 1
-check "convolution (libtorch's autograd: cuDNN's backward)" 60 "$bin/convolution" --test-threads 1
+check "optimizer (fused SGD: foreach kernels on the GPU)" 60 "$bin/optimizer" --test-threads 1
+check "convolution (ATen's convolution_backward: cuDNN)" 60 "$bin/convolution" --test-threads 1
 check "uploads (pinned, asynchronous)" 60 "$bin/upload" --test-threads 1
 check "softmax (ATen's fused backward)" 60 "$bin/softmax" --test-threads 1
+check "relu (ATen's threshold_backward)" 60 "$bin/relu" --test-threads 1
 
 step "one-target fine-tunes on $device (generated data)"
 work="$scratch/work"

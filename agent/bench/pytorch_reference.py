@@ -15,6 +15,7 @@ Prints one JSON object. Run by `ndhtl bench` when `import torch` works; standalo
   python3 agent/bench/pytorch_reference.py --threads 2 --device cpu
 """
 import argparse
+import ctypes
 import json
 import statistics
 import time
@@ -67,15 +68,39 @@ class Plastic(nn.Module):
         return z, hebb, elig
 
 
-def timed(run, steps, repeats, warmup, sync):
+class OpCensus:
+    """Marks the timed steps for scripts/op-census.sh, whose preloaded libtorch hook
+    (agent/bench/op_census/op_census.cpp) counts ATen operator calls between the marks, as
+    ndhtl's side does. Without the hook (every ordinary run) the marks do nothing."""
+
+    def __init__(self):
+        process = ctypes.CDLL(None)
+        self.begin_hook = getattr(process, "ndhtl_op_census_begin", None)
+        self.end_hook = getattr(process, "ndhtl_op_census_end", None)
+
+    def begin(self, workload):
+        if self.begin_hook is not None:
+            self.begin_hook(workload.encode())
+
+    def end(self, steps):
+        if self.end_hook is not None:
+            self.end_hook(ctypes.c_longlong(steps))
+
+
+CENSUS = OpCensus()
+
+
+def timed(name, run, steps, repeats, warmup, sync):
     run(warmup)
     sync()
     samples = []
     for _ in range(repeats):
+        CENSUS.begin(name)
         start = time.perf_counter()
         run(steps)
         sync()
         samples.append((time.perf_counter() - start) / steps)
+        CENSUS.end(steps)
     return statistics.median(samples)
 
 
@@ -85,6 +110,10 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0)
+    # torch.optim.SGD's own choice (None): the multi-tensor foreach kernels on CUDA, a loop
+    # over the parameters on the CPU. scripts/op-census.sh asks for foreach on the CPU too, to
+    # count the operator calls a GPU step makes.
+    parser.add_argument("--foreach", action="store_true", default=None)
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -101,9 +130,10 @@ def main():
     torch.manual_seed(0)
     results = {}
 
-    def stl(batch, base):
+    def stl(name, batch, base):
         model = AlexNet().to(device)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4,
+                              foreach=args.foreach)
         x = host(torch.randn(batch, 3, 32, 32))
         y = host(torch.randint(0, 10, (batch,)))
 
@@ -114,17 +144,18 @@ def main():
                 loss.backward()
                 opt.step()
 
-        return timed(run, steps(base), args.repeats, max(2, steps(base // 4)), sync)
+        return timed(name, run, steps(base), args.repeats, max(2, steps(base // 4)), sync)
 
-    results["train_b128"] = 128 / stl(128, 8)
-    results["train_b1_stl"] = 1 / stl(1, 200)
+    results["train_b128"] = 128 / stl("train_b128", 128, 8)
+    results["train_b1_stl"] = 1 / stl("train_b1_stl", 1, 200)
 
     model = AlexNet().to(device)
     head = Plastic(model.classifier).to(device)
     params = list(model.features.parameters()) + list(model.classifier.parameters())
     plastic = [head.alpha, head.eta] + list(head.modulator.parameters())
     opt = torch.optim.SGD([{"params": params, "weight_decay": 5e-4},
-                           {"params": plastic, "weight_decay": 0.0}], lr=1e-4, momentum=0.9)
+                           {"params": plastic, "weight_decay": 0.0}], lr=1e-4, momentum=0.9,
+                          foreach=args.foreach)
     batches = [(host(torch.randn(1, 3, 32, 32)), host(torch.randint(0, 10, (1,))))
                for _ in range(10)]
     state = [torch.zeros(256, 10, device=device), torch.zeros(256, 10, device=device)]
@@ -141,7 +172,8 @@ def main():
             opt.step()
             state[0], state[1] = hebb.detach(), elig.detach()
 
-    results["train_b1_ndhtl_k10"] = 10 / timed(ndhtl, steps(20), args.repeats, 2, sync)
+    results["train_b1_ndhtl_k10"] = 10 / timed(
+        "train_b1_ndhtl_k10", ndhtl, steps(20), args.repeats, 2, sync)
 
     model = AlexNet().to(device).eval()
     x = host(torch.randn(1000, 3, 32, 32))
@@ -151,7 +183,7 @@ def main():
             for _ in range(n):
                 model(upload(x)).argmax(1).cpu()
 
-    results["infer_b1000"] = 1000 / timed(infer, steps(4), args.repeats, 1, sync)
+    results["infer_b1000"] = 1000 / timed("infer_b1000", infer, steps(4), args.repeats, 1, sync)
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
                       "device": str(device), "images_per_second": results}))
 

@@ -6,6 +6,8 @@
 //! docs (§3, D-6, …) refer to it.
 
 pub mod allocator;
+#[cfg(feature = "tch")]
+pub mod aten_ops;
 pub mod bench;
 pub mod data;
 pub mod device;

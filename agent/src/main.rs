@@ -49,6 +49,11 @@ fn main() {
         }),
     );
     apply_or_exit(
+        ndhtl_agent::train::optimizer::SgdKernel::from_environment().map(|setting| {
+            setting.apply();
+        }),
+    );
+    apply_or_exit(
         ndhtl_agent::upload::HostUploads::from_environment().map(|setting| {
             setting.apply();
         }),

@@ -16,7 +16,7 @@ use ndhtl_agent::model::loss::cross_entropy;
 use ndhtl_agent::model::{CifarAlexNet, HebbianState, PlasticConfig, PlasticParams};
 use ndhtl_agent::train::optimizer::host::{HostThreads, host_sgd_update};
 use ndhtl_agent::train::optimizer::{
-    SgdHyper, SgdKernel, SgdPathCounts, build_optimizer_with, sgd_path_counts,
+    SgdHyper, SgdKernel, SgdPathCounts, build_optimizer_with, sgd_path_counts, step_and_apply,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -220,7 +220,7 @@ fn train(
         let gradients = GradientsParams::from_grads(loss.unwrap().backward(), &model);
         // Alternate learning rates: the scheduler's value must reach every path.
         let lr = if window % 2 == 0 { 1e-2 } else { 3e-3 };
-        model = optimizer.step(lr, model, gradients);
+        model = step_and_apply(optimizer, lr, model, gradients);
         hebbian = hebbian.detach();
     }
     model
@@ -376,4 +376,17 @@ fn the_fused_paths_really_run() {
         let inplace = run(SgdKernel::InPlaceTorch);
         assert_eq!(inplace.inplace_torch, updates, "{inplace:?}");
     }
+}
+
+#[test]
+fn the_sgd_setting_parses_from_its_names_and_rejects_others_by_name() {
+    assert_eq!("auto".parse::<SgdKernel>().unwrap(), SgdKernel::Auto);
+    assert_eq!("".parse::<SgdKernel>().unwrap(), SgdKernel::Auto);
+    assert_eq!(
+        "aten".parse::<SgdKernel>().unwrap(),
+        SgdKernel::InPlaceTorch
+    );
+    assert_eq!("burn".parse::<SgdKernel>().unwrap(), SgdKernel::TensorOps);
+    let error = "fused".parse::<SgdKernel>().unwrap_err();
+    assert!(error.to_string().contains("NDHTL_SGD=`fused`"), "{error}");
 }

@@ -11,12 +11,12 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::conv::conv2d;
 use super::init::{InitStream, default_bound, init_rng, uniform_param};
 use super::plastic::PlasticParams;
+use super::relu::relu;
 
 /// Number of features the conv stack produces (spec §2, D = 256).
 pub const FEATURE_DIM: usize = 256;

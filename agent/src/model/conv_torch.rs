@@ -1,21 +1,20 @@
-//! Autodiff on libtorch: the convolution is recorded in libtorch's own autograd, and its
-//! backward is ATen's `convolution_backward` (oneDNN on the CPU, cuDNN on a GPU), the kernels
-//! PyTorch itself runs. Where [`ConvolutionGradients`] says Burn's formulas are faster (large
-//! batches on the CPU), it is Burn's differentiable `conv2d` instead.
+//! Autodiff on libtorch: the convolution's backward is ATen's `convolution_backward` (oneDNN
+//! or ATen's own kernels on the CPU, cuDNN on a GPU), the kernels PyTorch's
+//! `ConvolutionBackward0` runs. Where [`ConvolutionGradients`] says Burn's formulas are faster
+//! (large batches on the CPU), it is Burn's differentiable `conv2d` instead.
 //!
-//! Forward: the input, weight and bias are detached views of Burn's tensors (same storage, no
-//! copy). The ones whose gradient Burn tracks are marked as requiring one, the convolution
-//! runs on them with libtorch recording it, and Burn receives the output detached, so nothing
-//! downstream is recorded by libtorch. Backward: one `run_backward` of `sum(output · grad)`
-//! returns the gradients of exactly the tracked inputs, which go back into Burn's graph.
+//! Forward: burn-tch's convolution, with Burn's handles of the input and weight kept as the
+//! backward's state. While they live, burn-tch sees those buffers as shared and never updates
+//! them in place, so the backward reads the values the forward saw. Backward: one call of
+//! `convolution_backward` (`crate::aten_ops`) for the gradients of exactly the tracked inputs,
+//! which go into Burn's graph.
 //!
-//! Burn's copy-on-write bookkeeping must see that libtorch still reads the input and weight
-//! until the backward: the recorded state keeps Burn's handles of both, so burn-tch never
-//! updates them in place meanwhile (libtorch would refuse the backward if it did).
+//! Until 2026-12-03 the convolution was recorded in libtorch's own autograd and differentiated
+//! by `run_backward` of `sum(output · grad)`: the same kernel at the end, but four more
+//! operators around it per convolution (the product, the sum, the seed of ones, the product's
+//! backward), which the op census (`scripts/op-census.sh`) showed.
 // burn-tch is deprecated upstream, but it is the only GPU path buildable here (README).
 #![allow(deprecated)]
-
-use std::sync::{Arc, Mutex};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -27,6 +26,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, LibTorch};
 
 use super::conv::{ConvolutionBackend, ConvolutionGradients};
+use crate::aten_ops::{Conv2dGeometry, convolution_backward};
 
 impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<LibTorch, C> {
     fn conv2d_with_bias(
@@ -42,7 +42,6 @@ impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<LibTorch, C> {
             // Burn's own differentiable convolution, with its gradient formulas.
             return <Self as ModuleOps<Self>>::conv2d(x, weight, Some(bias), options);
         }
-        let tracked = [x.is_tracked(), weight.is_tracked(), bias.is_tracked()];
         let prepared = AtenConvolution
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
@@ -52,9 +51,12 @@ impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<LibTorch, C> {
         let bias = bias.into_primitive();
         match prepared {
             OpsKind::Tracked(prep) => {
-                let (output, recorded) =
-                    RecordedConvolution::run(x, weight, bias, &options, tracked);
-                prep.finish(recorded, output)
+                let saved = SavedConvolution {
+                    x: x.clone(),
+                    weight: weight.clone(),
+                    geometry: geometry(&options),
+                };
+                prep.finish(saved, LibTorch::conv2d(x, weight, Some(bias), options))
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(LibTorch::conv2d(x, weight, Some(bias), options))
@@ -63,12 +65,26 @@ impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<LibTorch, C> {
     }
 }
 
-/// The backward step of one recorded convolution.
+fn geometry(options: &ConvOptions<2>) -> Conv2dGeometry {
+    debug_assert!(
+        !options.is_asymmetric(),
+        "conv2d() passes symmetric padding only"
+    );
+    let as_i64 = |values: [usize; 2]| values.map(|value| value as i64);
+    Conv2dGeometry {
+        stride: as_i64(options.stride),
+        padding: as_i64(options.padding_begin()),
+        dilation: as_i64(options.dilation),
+        groups: options.groups as i64,
+    }
+}
+
+/// The backward step of one convolution.
 #[derive(Debug)]
 struct AtenConvolution;
 
 impl Backward<LibTorch, 3> for AtenConvolution {
-    type State = RecordedConvolution;
+    type State = SavedConvolution;
 
     fn backward(
         self,
@@ -79,7 +95,16 @@ impl Backward<LibTorch, 3> for AtenConvolution {
         let [node_x, node_weight, node_bias] = ops.parents;
         let grad = grads.consume::<LibTorch>(&ops.node);
         let wanted = [node_x.is_some(), node_weight.is_some(), node_bias.is_some()];
-        let [grad_x, grad_weight, grad_bias] = ops.state.gradients(grad, wanted);
+        let SavedConvolution {
+            x,
+            weight,
+            geometry,
+        } = ops.state;
+        // Burn's backward cannot return an error: a libtorch failure (a GPU out of memory)
+        // panics with its message, which fails the job and keeps the message (`runtime`).
+        let [grad_x, grad_weight, grad_bias] =
+            convolution_backward(&grad.tensor, &x.tensor, &weight.tensor, &geometry, wanted)
+                .unwrap_or_else(|error| panic!("convolution backward: {error}"));
         let registrations = [
             (node_x, grad_x),
             (node_weight, grad_weight),
@@ -87,127 +112,17 @@ impl Backward<LibTorch, 3> for AtenConvolution {
         ];
         for (node, gradient) in registrations {
             if let (Some(node), Some(gradient)) = (node, gradient) {
-                grads.register::<LibTorch>(node.id, gradient);
+                grads.register::<LibTorch>(node.id, TchTensor::new(gradient));
             }
         }
     }
 }
 
-/// What libtorch recorded of one convolution, until its backward takes it.
-///
-/// Burn's graph needs its state to be `Clone`; the recording is shared and taken once.
-#[derive(Clone)]
-pub struct RecordedConvolution {
-    recording: Arc<Mutex<Option<Recording>>>,
-}
-
-struct Recording {
-    /// The output with libtorch's graph behind it.
-    output: tch::Tensor,
-    /// The detached inputs, in the order x, weight, bias; `Some` where a gradient is tracked.
-    leaves: [Option<tch::Tensor>; 3],
-    /// Burn's handles of the input and weight: while they live, burn-tch sees the buffers as
-    /// shared and does not write into them (see the module's notes).
-    _burn_handles: [TchTensor; 2],
-}
-
-impl std::fmt::Debug for RecordedConvolution {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let taken = self
-            .recording
-            .lock()
-            .map(|recording| recording.is_none())
-            .unwrap_or(true);
-        formatter
-            .debug_struct("RecordedConvolution")
-            .field("taken", &taken)
-            .finish()
-    }
-}
-
-impl RecordedConvolution {
-    /// Runs the convolution with libtorch recording it for the `tracked` inputs.
-    fn run(
-        x: TchTensor,
-        weight: TchTensor,
-        bias: TchTensor,
-        options: &ConvOptions<2>,
-        tracked: [bool; 3],
-    ) -> (TchTensor, Self) {
-        debug_assert!(
-            !options.is_asymmetric(),
-            "conv2d() passes symmetric padding only"
-        );
-        let leaf = |tensor: &tch::Tensor, tracked: bool| {
-            let detached = tensor.detach();
-            if tracked {
-                detached.set_requires_grad(true)
-            } else {
-                detached
-            }
-        };
-        let x_leaf = leaf(&x.tensor, tracked[0]);
-        let weight_leaf = leaf(&weight.tensor, tracked[1]);
-        let bias_leaf = leaf(&bias.tensor, tracked[2]);
-        let as_i64 = |values: [usize; 2]| values.map(|value| value as i64);
-        // Recording needs libtorch's grad mode on, whatever the thread had it set to.
-        let recorded_output = tch::with_grad(|| {
-            tch::Tensor::conv2d(
-                &x_leaf,
-                &weight_leaf,
-                Some(&bias_leaf),
-                as_i64(options.stride),
-                as_i64(options.padding_begin()),
-                as_i64(options.dilation),
-                options.groups as i64,
-            )
-        });
-        let output = TchTensor::new(recorded_output.detach());
-        let keep_if = |tensor: tch::Tensor, tracked: bool| tracked.then_some(tensor);
-        let recording = Recording {
-            output: recorded_output,
-            leaves: [
-                keep_if(x_leaf, tracked[0]),
-                keep_if(weight_leaf, tracked[1]),
-                keep_if(bias_leaf, tracked[2]),
-            ],
-            _burn_handles: [x, weight],
-        };
-        let recorded = RecordedConvolution {
-            recording: Arc::new(Mutex::new(Some(recording))),
-        };
-        (output, recorded)
-    }
-
-    /// The gradients of x, weight and bias for the output gradient `grad`, where `wanted`.
-    fn gradients(self, grad: TchTensor, wanted: [bool; 3]) -> [Option<TchTensor>; 3] {
-        let recording = self
-            .recording
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-            .expect("a recorded convolution is differentiated once");
-        let Recording { output, leaves, .. } = recording;
-        let mut inputs = Vec::with_capacity(3);
-        let mut positions = Vec::with_capacity(3);
-        for (position, leaf) in leaves.iter().enumerate() {
-            if let (Some(leaf), true) = (leaf, wanted[position]) {
-                inputs.push(leaf);
-                positions.push(position);
-            }
-        }
-        let mut gradients = [None, None, None];
-        if inputs.is_empty() {
-            return gradients;
-        }
-        // d/d(inputs) of sum(output · grad) is the vector-Jacobian product with `grad`.
-        let computed = tch::with_grad(|| {
-            let root = (&output * &grad.tensor).sum(output.kind());
-            tch::Tensor::run_backward(&[root], &inputs, false, false)
-        });
-        for (position, gradient) in positions.into_iter().zip(computed) {
-            gradients[position] = Some(TchTensor::new(gradient));
-        }
-        gradients
-    }
+/// What the backward of one convolution reads: Burn's handles of its input and weight, and
+/// its geometry.
+#[derive(Debug, Clone)]
+pub struct SavedConvolution {
+    x: TchTensor,
+    weight: TchTensor,
+    geometry: Conv2dGeometry,
 }

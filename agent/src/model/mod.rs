@@ -8,6 +8,7 @@ pub mod init;
 pub mod io;
 pub mod loss;
 pub mod plastic;
+pub mod relu;
 pub mod softmax;
 
 pub use alexnet::{AlexNetFeatures, CifarAlexNet, FEATURE_DIM, new_classifier};

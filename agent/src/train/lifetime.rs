@@ -230,7 +230,7 @@ pub fn train_lifetime(
                 loss = loss.div_scalar(steps_in_window as f32);
             }
             let gradients = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(lr, model, gradients);
+            model = crate::train::optimizer::step_and_apply(&mut optimizer, lr, model, gradients);
             backward_passes += 1;
             steps_in_window = 0;
             hebbian = hebbian.map(|trace| match settings.reset {

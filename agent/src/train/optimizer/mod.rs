@@ -12,7 +12,9 @@
 //! - on host memory (flex, and libtorch on the CPU) as **one loop** that reads p, g and v once
 //!   and writes p and v in place; on the first step the gradient's buffer becomes the velocity
 //!   ([`host`]);
-//! - on a libtorch GPU as four in-place ATen kernels and one temporary, `p·wd` ([`torch`]);
+//! - on a libtorch GPU with ATen's multi-tensor (foreach) kernels, in place, over all the
+//!   parameters of a step at once: recorded per parameter, run by [`step_and_apply`] after
+//!   Burn's optimizer has handed over every parameter ([`torch`]);
 //! - anywhere else, or when a buffer is strided or not f32, with Burn's tensor ops.
 //!
 //! Its state is recorded under the names of Burn's `SgdState` (`momentum.velocity`), so
@@ -23,14 +25,16 @@ pub mod host;
 #[cfg(feature = "tch")]
 mod torch;
 
-use burn::module::ParamGroup;
+use burn::module::{Module, ParamGroup};
 use burn::optim::{
-    LearningRate, ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource, join_path,
+    GradientsParams, LearningRate, ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource,
+    join_path,
 };
 use burn::tensor::{Device, Tensor};
 use std::cell::Cell;
 
 use crate::model::CifarAlexNet;
+use crate::process_setting::{self, ProcessSetting};
 
 /// The arithmetic of one step, in the tensors' precision.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,8 +53,8 @@ pub enum SgdKernel {
     /// GPU, Burn's tensor ops otherwise.
     #[default]
     Auto,
-    /// In-place ATen wherever the tensors are libtorch's (the GPU path, run on the CPU by
-    /// tests), Burn's tensor ops otherwise.
+    /// In-place ATen foreach kernels wherever the tensors are libtorch's (the GPU path, run on
+    /// the CPU by tests and `scripts/op-census.sh`), Burn's tensor ops otherwise.
     InPlaceTorch,
     /// Burn's tensor ops only: the reference the fused paths are tested against.
     TensorOps,
@@ -166,7 +170,7 @@ pub fn fused_step<const D: usize>(
     }
     #[cfg(feature = "tch")]
     if kernel != SgdKernel::TensorOps {
-        parts = match torch::try_inplace_step(hyper, parts) {
+        parts = match torch::try_deferred_step(hyper, parts) {
             Ok(done) => {
                 count_path(|counts| counts.inplace_torch += 1);
                 return done.into_tensors();
@@ -204,6 +208,66 @@ fn tensor_ops_step<const D: usize>(
     )
 }
 
+/// One optimizer step of `module`: Burn's `step`, then the parameter updates it deferred (the
+/// GPU path, [`torch`]). Every training loop steps through this, never `optimizer.step`
+/// alone, or a GPU's parameters would not change.
+pub fn step_and_apply<M: Module>(
+    optimizer: &mut ModuleOptimizer,
+    lr: LearningRate,
+    module: M,
+    grads: GradientsParams,
+) -> M {
+    let module = optimizer.step(lr, module, grads);
+    #[cfg(feature = "tch")]
+    if let Err(error) = torch::flush_deferred_steps() {
+        // As a failing libtorch operator does everywhere else in a step: the job fails on
+        // this attempt with the message kept (`runtime`), and the agent goes on.
+        panic!("SGD step: {error}");
+    }
+    module
+}
+
+static KERNEL: ProcessSetting<SgdKernel> = ProcessSetting::new(&[
+    SgdKernel::Auto,
+    SgdKernel::InPlaceTorch,
+    SgdKernel::TensorOps,
+]);
+
+impl SgdKernel {
+    /// This process's setting for [`build_optimizer`] ([`SgdKernel::Auto`] unless set).
+    pub fn current() -> Self {
+        KERNEL.current()
+    }
+
+    /// Makes it this process's setting; returns the previous one.
+    pub fn apply(self) -> Self {
+        KERNEL.replace(self)
+    }
+
+    /// The setting `NDHTL_SGD` asks for ([`SgdKernel::Auto`] when unset).
+    pub fn from_environment() -> Result<Self, UnknownSgdKernel> {
+        process_setting::from_environment("NDHTL_SGD")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "NDHTL_SGD=`{0}`: expected `auto` (the default), `aten` (the GPU's foreach path, on libtorch) or `burn`"
+)]
+pub struct UnknownSgdKernel(String);
+
+impl std::str::FromStr for SgdKernel {
+    type Err = UnknownSgdKernel;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "auto" | "" => Ok(SgdKernel::Auto),
+            "aten" => Ok(SgdKernel::InPlaceTorch),
+            "burn" => Ok(SgdKernel::TensorOps),
+            other => Err(UnknownSgdKernel(other.to_string())),
+        }
+    }
+}
+
 fn sgd(momentum: f64, weight_decay: f64, kernel: SgdKernel) -> FusedSgd {
     FusedSgd {
         momentum: momentum as f32,
@@ -213,9 +277,10 @@ fn sgd(momentum: f64, weight_decay: f64, kernel: SgdKernel) -> FusedSgd {
 }
 
 /// Weight decay on the conv parameters, W and b; none on α, η, the modulator and fan-out
-/// (spec D-19).
+/// (spec D-19). The update takes this process's [`SgdKernel`] (`NDHTL_SGD`; the fastest path
+/// unless set).
 pub fn build_optimizer(model: &CifarAlexNet, momentum: f64, weight_decay: f64) -> ModuleOptimizer {
-    build_optimizer_with(model, momentum, weight_decay, SgdKernel::Auto)
+    build_optimizer_with(model, momentum, weight_decay, SgdKernel::current())
 }
 
 /// [`build_optimizer`] with a chosen kernel (tests compare them).

@@ -41,8 +41,10 @@ use crate::model::loss::cross_entropy;
 use crate::model::softmax::SoftmaxKernels;
 use crate::model::{CifarAlexNet, HebbianState, PlasticConfig, PlasticParams};
 use crate::train::lifetime::{images_tensor, labels_tensor};
-use crate::train::optimizer::{SgdKernel, build_optimizer, build_optimizer_with};
+use crate::train::optimizer::{SgdKernel, build_optimizer, build_optimizer_with, step_and_apply};
 use crate::upload::{HostUploads, float_to_device};
+
+mod op_census;
 
 /// One measured workload.
 #[derive(Debug, Clone, Serialize)]
@@ -93,9 +95,12 @@ fn time_steps(plan: &BenchPlan, warmup: usize, steps: usize, mut run: impl FnMut
     run(warmup);
     let samples = (0..plan.repeats)
         .map(|_| {
+            op_census::begin();
             let start = Instant::now();
             run(steps);
-            start.elapsed().as_secs_f64() / steps as f64
+            let seconds = start.elapsed().as_secs_f64();
+            op_census::end(steps);
+            seconds / steps as f64
         })
         .collect();
     median(samples)
@@ -134,7 +139,7 @@ fn bench_stl_train(
                 let targets = labels_tensor(labels.clone(), &training);
                 let loss = cross_entropy(model.forward_linear(images), targets);
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
-                slot = Some(optimizer.step(1e-4, model, grads));
+                slot = Some(step_and_apply(&mut optimizer, 1e-4, model, grads));
             }
             let _ = slot
                 .as_ref()
@@ -205,7 +210,7 @@ fn bench_ndhtl_train(
                 total = Some(total.map_or(loss.clone(), |t| t + loss));
             }
             let grads = GradientsParams::from_grads(total.expect("k ≥ 1").backward(), &model);
-            slot = Some(optimizer.step(1e-4, model, grads));
+            slot = Some(step_and_apply(&mut optimizer, 1e-4, model, grads));
             state = state.take().map(HebbianState::detach);
         }
         let _ = slot
@@ -236,6 +241,7 @@ fn bench_inference(device: &ComputeDevice, plan: &BenchPlan, batch: usize) -> f6
 
 /// The input pipeline alone, single-threaded: images per second it can supply.
 pub fn bench_pipeline(plan: &BenchPlan) -> Measurement {
+    op_census::set_workload("pipeline_b1");
     let count = 5000;
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let images = Arc::new(TaskImages {
@@ -345,32 +351,33 @@ pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -
     let mut run = |name: &'static str, batch: usize, measure: &dyn Fn() -> f64| {
         if wanted(name) {
             tracing::info!(device = %device.label(), workload = name, "bench");
+            op_census::set_workload(name);
             results.push(measurement(name, batch, measure()));
         }
     };
     run("train_b128", 128, &|| {
-        bench_stl_train(device, plan, 128, 8, SgdKernel::Auto)
+        bench_stl_train(device, plan, 128, 8, SgdKernel::current())
     });
     run("train_b128_burn_conv_grads", 128, &|| {
-        with_burn_conv_gradients(|| bench_stl_train(device, plan, 128, 8, SgdKernel::Auto))
+        with_burn_conv_gradients(|| bench_stl_train(device, plan, 128, 8, SgdKernel::current()))
     });
     run("train_b1_stl", 1, &|| {
-        bench_stl_train(device, plan, 1, 200, SgdKernel::Auto)
+        bench_stl_train(device, plan, 1, 200, SgdKernel::current())
     });
     run("train_b1_stl_unfused_sgd", 1, &|| {
         bench_stl_train(device, plan, 1, 200, SgdKernel::TensorOps)
     });
     run("train_b1_stl_burn_conv_grads", 1, &|| {
-        with_burn_conv_gradients(|| bench_stl_train(device, plan, 1, 200, SgdKernel::Auto))
+        with_burn_conv_gradients(|| bench_stl_train(device, plan, 1, 200, SgdKernel::current()))
     });
     if device.is_gpu() {
         // Pinned uploads differ from pageable ones on CUDA devices only.
         run("train_b1_stl_pageable_uploads", 1, &|| {
-            with_pageable_uploads(|| bench_stl_train(device, plan, 1, 200, SgdKernel::Auto))
+            with_pageable_uploads(|| bench_stl_train(device, plan, 1, 200, SgdKernel::current()))
         });
     }
     run("train_b1_stl_burn_softmax", 1, &|| {
-        with_burn_softmax(|| bench_stl_train(device, plan, 1, 200, SgdKernel::Auto))
+        with_burn_softmax(|| bench_stl_train(device, plan, 1, 200, SgdKernel::current()))
     });
     run("train_b1_ndhtl_k10", 1, &|| {
         bench_ndhtl_train(device, plan, 10, 20)
