@@ -19,9 +19,11 @@ namespace {
 
 char* copy_message(const char* message) {
   char* copy = static_cast<char*>(std::malloc(std::strlen(message) + 1));
-  if (copy != nullptr) {
-    std::strcpy(copy, message);
+  if (copy == nullptr) {
+    // Null would read as success: with no host memory left to report the error, stop.
+    std::abort();
   }
+  std::strcpy(copy, message);
   return copy;
 }
 

@@ -3,8 +3,8 @@
 
 use std::ffi::{CStr, c_char};
 
-/// tch's tensor handle on the C side: a pointer to an `at::Tensor`.
 type AtenTensor = tch::Tensor;
+/// tch's tensor handle on the C side: a pointer to an `at::Tensor`.
 type RawTensor = *mut std::ffi::c_void;
 
 unsafe extern "C" {
@@ -48,6 +48,7 @@ fn take_error(error: *mut c_char) -> Result<(), AtenError> {
     let message = unsafe { CStr::from_ptr(error) }
         .to_string_lossy()
         .into_owned();
+    // SAFETY: allocated by the C side's malloc, freed once, by its free.
     unsafe { ndhtl_aten_free_error(error) };
     Err(AtenError { message })
 }

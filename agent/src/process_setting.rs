@@ -1,5 +1,6 @@
 //! A process-wide choice among a few values, read from the environment at start and switched
-//! by benchmarks for side-by-side rows: [`crate::model::conv::ConvolutionGradients`] and
+//! by benchmarks for side-by-side rows: [`crate::model::conv::ConvolutionGradients`],
+//! [`crate::model::softmax::SoftmaxKernels`], [`crate::train::optimizer::SgdKernel`] and
 //! [`crate::upload::HostUploads`]. One atomic load to read, so it can sit on a hot path.
 
 use std::sync::atomic::{AtomicU8, Ordering};

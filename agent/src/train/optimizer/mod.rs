@@ -151,7 +151,7 @@ fn count_path(bump: impl FnOnce(&mut SgdPathCounts)) {
 }
 
 /// One step of one parameter: the new parameter and velocity.
-pub fn fused_step<const D: usize>(
+fn fused_step<const D: usize>(
     kernel: SgdKernel,
     hyper: SgdHyper,
     param: Tensor<D>,
@@ -217,6 +217,10 @@ pub fn step_and_apply<M: Module>(
     module: M,
     grads: GradientsParams,
 ) -> M {
+    // Left over only by a step that panicked half-way (a job that failed on this thread):
+    // those tensors belong to no model any more.
+    #[cfg(feature = "tch")]
+    torch::discard_deferred_steps();
     let module = optimizer.step(lr, module, grads);
     #[cfg(feature = "tch")]
     if let Err(error) = torch::flush_deferred_steps() {

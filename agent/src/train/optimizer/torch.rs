@@ -130,6 +130,11 @@ fn defer_step(
     Ok((param, Some(velocity.unwrap_or(grad))))
 }
 
+/// Forgets this thread's recorded updates without running them.
+pub fn discard_deferred_steps() {
+    DEFERRED.with(|deferred| deferred.borrow_mut().clear());
+}
+
 /// Runs this thread's recorded parameter updates, one foreach call per set of
 /// hyperparameters (and per first step or later one); returns how many parameters it updated.
 pub fn flush_deferred_steps() -> Result<usize, AtenError> {
