@@ -106,6 +106,12 @@ fn time_steps(plan: &BenchPlan, warmup: usize, steps: usize, mut run: impl FnMut
     median(samples)
 }
 
+/// Blocks until the device has run every step queued so far: the last step's update of the
+/// classifier is the last work queued, and reading it back waits for it.
+fn wait_for_queued_work(model: &CifarAlexNet) {
+    let _ = model.classifier.weight.val().into_data();
+}
+
 fn measurement(workload: &'static str, batch: usize, seconds_per_step: f64) -> Measurement {
     Measurement {
         workload,
@@ -141,13 +147,7 @@ fn bench_stl_train(
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 slot = Some(step_and_apply(&mut optimizer, 1e-4, model, grads));
             }
-            let _ = slot
-                .as_ref()
-                .expect("model")
-                .classifier
-                .weight
-                .val()
-                .into_data(); // wait for queued work
+            wait_for_queued_work(slot.as_ref().expect("model"));
         },
     )
 }
@@ -213,13 +213,7 @@ fn bench_ndhtl_train(
             slot = Some(step_and_apply(&mut optimizer, 1e-4, model, grads));
             state = state.take().map(HebbianState::detach);
         }
-        let _ = slot
-            .as_ref()
-            .expect("model")
-            .classifier
-            .weight
-            .val()
-            .into_data();
+        wait_for_queued_work(slot.as_ref().expect("model"));
     });
     per_window / k as f64
 }
