@@ -14,7 +14,8 @@
 #   deploy/gpu-check.sh --prebuilt DIR          # binaries built elsewhere (deploy/gpu-prebuild.sh
 #                                               # makes them): DIR holds ndhtl,
 #                                               # plastic_equations, training, optimizer,
-#                                               # convolution, upload, softmax and relu
+#                                               # convolution, upload, softmax, relu,
+#                                               # clamp and cross_entropy
 #                                               # (or .gz of them)
 #
 # Options: --device cuda:N (default cuda:0), --out DIR (default $OUT, the folder the device tool
@@ -111,6 +112,8 @@ check "convolution (ATen's convolution_backward: cuDNN)" 60 "$bin/convolution" -
 check "uploads (pinned, asynchronous)" 60 "$bin/upload" --test-threads 1
 check "softmax (ATen's fused backward)" 60 "$bin/softmax" --test-threads 1
 check "relu (ATen's threshold_backward)" 60 "$bin/relu" --test-threads 1
+check "clamp (ATen's hardtanh_backward)" 60 "$bin/clamp" --test-threads 1
+check "cross-entropy (ATen's nll_loss)" 60 "$bin/cross_entropy" --test-threads 1
 
 step "one-target fine-tunes on $device (generated data)"
 work="$scratch/work"

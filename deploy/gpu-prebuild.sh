@@ -25,7 +25,7 @@ out_dir="${NDHTL_PREBUILD_OUT:-gpu-prebuilt}"
 target="${NDHTL_PREBUILD_TARGET:-/var/tmp/ndhtl-gpu-prebuild-$torch_version-target}"
 # 0 turns the check off (gpu-check.sh building on the GPU machine itself carries nothing).
 carry_limit_bytes="${NDHTL_PREBUILD_CARRY_LIMIT_BYTES:-$((64 * 1024 * 1024))}"
-test_names=(plastic_equations training optimizer convolution upload softmax relu)
+test_names=(plastic_equations training optimizer convolution upload softmax relu clamp cross_entropy)
 
 export NDHTL_TORCH_VERSION="$torch_version"
 torch_exports="$(deploy/libtorch.sh)"   # set -e does not see a failure inside eval "$(…)"

@@ -20,6 +20,12 @@ unsafe extern "C" {
         output_mask: *const bool,
         gradients: *mut RawTensor,
     ) -> *mut c_char;
+    fn ndhtl_aten_cross_entropy_forward(
+        logits: *const std::ffi::c_void,
+        target: *const std::ffi::c_void,
+        reduction: i64,
+        outputs: *mut RawTensor,
+    ) -> *mut c_char;
     fn ndhtl_aten_foreach_sgd(
         params: *const *const std::ffi::c_void,
         grads: *const *const std::ffi::c_void,
@@ -97,6 +103,30 @@ pub fn convolution_backward(
         // SAFETY: a tensor the C side allocated for us alone; tch frees it on drop.
         (!gradient.is_null()).then(|| unsafe { tch::Tensor::from_ptr(gradient.cast()) })
     }))
+}
+
+/// Cross-entropy as PyTorch's `cross_entropy` computes it, ATen's `_log_softmax` along the
+/// classes then `nll_loss_forward` with `reduction` (ATen's code) and no class weights:
+/// `[loss, log_probs, total_weight]`, the last two what `nll_loss_backward` takes. `target`
+/// holds `int64` class indices, one per row of `logits`.
+pub fn cross_entropy_forward(
+    logits: &AtenTensor,
+    target: &AtenTensor,
+    reduction: i64,
+) -> Result<[AtenTensor; 3], AtenError> {
+    let mut outputs: [RawTensor; 3] = [std::ptr::null_mut(); 3];
+    // SAFETY: live tch tensors and an array of the 3 slots the C side writes, each a new
+    // `at::Tensor*` on success (none on failure); it throws nothing.
+    let error = unsafe {
+        ndhtl_aten_cross_entropy_forward(raw(logits), raw(target), reduction, outputs.as_mut_ptr())
+    };
+    take_error(error)?;
+    debug_assert!(
+        outputs.iter().all(|output| !output.is_null()),
+        "3 outputs on success"
+    );
+    // SAFETY: tensors the C side allocated for us alone; tch frees them on drop.
+    Ok(outputs.map(|output| unsafe { tch::Tensor::from_ptr(output.cast()) }))
 }
 
 /// One SGD step, in place, over parameters that share their hyperparameters, with ATen's

@@ -1,23 +1,57 @@
 //! Losses and accuracy on logits.
 
+use burn::tensor::activation;
 use burn::tensor::{Int, Tensor};
 
-use super::softmax::{log_softmax, softmax};
+use super::cross_entropy::{LossReduction, cross_entropy_loss};
+use super::softmax::{SoftmaxKernels, softmax};
 
 pub use ndhtl_core::plastic::LossKind;
 
-/// Per-sample cross-entropy, `B`.
-pub fn cross_entropy_per_sample(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-    let [batch, _] = logits.dims();
-    log_softmax(logits, 1)
-        .gather(1, targets.reshape([batch, 1]))
-        .reshape([batch])
-        .neg()
+/// Cross-entropy reduced as `reduction` says: one graph node ([`cross_entropy_loss`]), or
+/// Burn's chain of nodes when `NDHTL_SOFTMAX=burn` asks for Burn's composites.
+fn cross_entropy_reduced(
+    logits: Tensor<2>,
+    targets: Tensor<1, Int>,
+    reduction: LossReduction,
+) -> Tensor<1> {
+    if SoftmaxKernels::current() == SoftmaxKernels::Burn {
+        return burns_cross_entropy(logits, targets, reduction);
+    }
+    cross_entropy_loss(logits, targets, reduction)
 }
 
-/// Batch-mean cross-entropy.
+/// Burn's cross-entropy, a chain of nodes: log-softmax, gather, negation, then the reduction.
+pub fn burns_cross_entropy(
+    logits: Tensor<2>,
+    targets: Tensor<1, Int>,
+    reduction: LossReduction,
+) -> Tensor<1> {
+    let [batch, _] = logits.dims();
+    let per_sample = activation::log_softmax(logits, 1)
+        .gather(1, targets.reshape([batch, 1]))
+        .reshape([batch])
+        .neg();
+    match reduction {
+        LossReduction::PerSample => per_sample,
+        LossReduction::Mean => per_sample.mean(),
+        LossReduction::Sum => per_sample.sum(),
+    }
+}
+
+/// Per-sample cross-entropy, `B`.
+pub fn cross_entropy_per_sample(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    cross_entropy_reduced(logits, targets, LossReduction::PerSample)
+}
+
+/// Batch-mean cross-entropy, `1`.
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-    cross_entropy_per_sample(logits, targets).mean()
+    cross_entropy_reduced(logits, targets, LossReduction::Mean)
+}
+
+/// Batch-sum cross-entropy, `1`.
+pub fn cross_entropy_sum(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    cross_entropy_reduced(logits, targets, LossReduction::Sum)
 }
 
 /// Mean element-wise binary cross-entropy of softmax(Z) against one-hot targets. Logs are

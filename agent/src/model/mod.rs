@@ -1,9 +1,11 @@
 //! The CIFAR AlexNet, its STL head and the NDHTL plastic head.
 
 pub mod alexnet;
+pub mod clamp;
 pub mod conv;
 #[cfg(feature = "tch")]
 mod conv_torch;
+pub mod cross_entropy;
 pub mod init;
 pub mod io;
 pub mod loss;

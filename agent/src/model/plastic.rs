@@ -21,6 +21,7 @@ use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor};
 
 use super::alexnet::{CifarAlexNet, FEATURE_DIM};
+use super::clamp::clamp;
 use super::init::{InitStream, default_bound, init_rng, uniform_param};
 use super::softmax::softmax;
 
@@ -217,14 +218,14 @@ impl CifarAlexNet {
             PlasticityRule::Retroactive => {
                 let eta = params.eta.val().reshape([1, 1, 1]);
                 // (P6) uses the old eligibility trace …
-                let hebb = (state.hebb + modulation * state.elig.clone()).clamp(-clip, clip);
+                let hebb = clamp(state.hebb + modulation * state.elig.clone(), -clip, clip);
                 // (P7) … which is updated afterwards: (1 − η) E + η Q, written E + η (Q − E),
                 // three kernels rather than five (the same value, rounded differently).
                 let elig = state.elig.clone() + (hebbian_product - state.elig) * eta;
                 HebbianState { hebb, elig }
             }
             PlasticityRule::Simple => HebbianState {
-                hebb: (state.hebb + modulation * hebbian_product).clamp(-clip, clip),
+                hebb: clamp(state.hebb + modulation * hebbian_product, -clip, clip),
                 elig: state.elig,
             },
         };

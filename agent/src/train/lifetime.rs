@@ -17,7 +17,7 @@ use super::config::{KReduce, LossSteps, ResetPolicy};
 use super::metrics::EvalMetrics;
 use crate::data::TaskImages;
 use crate::data::pipeline::{Augmentation, EpochPlan, Normalization, Prefetcher, batch_count};
-use crate::model::loss::{cross_entropy_per_sample, top_k_hits, training_loss};
+use crate::model::loss::{cross_entropy_sum, top_k_hits, training_loss};
 use crate::model::{CifarAlexNet, HebbianState, LossKind, PlasticConfig, TraceMode};
 
 /// A flag that stops a run at the next step; the last checkpoint stays valid.
@@ -307,7 +307,7 @@ pub fn evaluate(
             Some(hebb) => model.plastic_eval_logits(features, hebb.clone()),
             None => model.linear_logits(features),
         };
-        let batch_loss = cross_entropy_per_sample(logits.clone(), targets.clone()).sum();
+        let batch_loss = cross_entropy_sum(logits.clone(), targets.clone());
         let hits1 = top_k_hits(logits.clone(), targets.clone(), 1);
         let hits5 = top_k_hits(logits, targets, 5);
         loss_sum = Some(loss_sum.map_or(batch_loss.clone(), |sum| sum + batch_loss));
