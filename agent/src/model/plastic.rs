@@ -191,6 +191,9 @@ impl CifarAlexNet {
         let modulator = tanh(params.modulator.forward(post.clone()));
         // (P4) M: per slot, scalar (width 1) or fan-out (width C).
         let per_slot = match config.trace {
+            // At batch 1 the mean over the batch is the one row itself, bit for bit; skipping
+            // it saves its backward's tensor of ones and product (two kernels per image).
+            TraceMode::Shared if batch == 1 => modulator.clone(),
             TraceMode::Shared => modulator.clone().mean_dim(0),
             TraceMode::PerSample => modulator.clone(),
         };
