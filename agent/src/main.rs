@@ -62,6 +62,10 @@ fn main() {
         // Read by the flex backend's thread pool when it first starts.
         // SAFETY: single-threaded at this point; nothing else reads the environment yet.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+        // libtorch's intra-op threads too: without this a `tch` bench with `--threads 1` ran
+        // libtorch on every core beside a one-thread PyTorch reference.
+        #[cfg(feature = "tch")]
+        tch::set_num_threads(i32::try_from(threads.max(1)).unwrap_or(i32::MAX));
     }
     if let Err(error) = run(cli.command) {
         eprintln!("error: {error:#}");

@@ -47,7 +47,8 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// CPU threads for the flex backend's kernels (RAYON_NUM_THREADS). Default: all cores.
+    /// CPU threads for tensor kernels: the flex backend's pool (RAYON_NUM_THREADS) and
+    /// libtorch's intra-op threads. Default: all cores.
     #[arg(long, global = true, env = "NDHTL_THREADS")]
     pub threads: Option<usize>,
 
