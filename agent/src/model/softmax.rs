@@ -19,7 +19,8 @@
 //! four backend operations each by default, and ATen's one fused kernel on libtorch
 //! (`_softmax_backward_data`, `_log_softmax_backward_data`, what PyTorch runs).
 //!
-//! [`SoftmaxKernels`] (`NDHTL_SOFTMAX`) can ask for Burn's composite instead: for side-by-side
+//! [`SoftmaxKernels`] (`NDHTL_SOFTMAX`) can ask for Burn's composite instead (and for Burn's
+//! chain of nodes for the cross-entropy, `loss::burns_cross_entropy`): for side-by-side
 //! benchmarks (`ndhtl bench`, the `*_burn_softmax` workloads), tests, and as a way back
 //! without a rebuild.
 // burn-tch is deprecated upstream, but it is the only GPU path buildable here (README).
@@ -169,7 +170,8 @@ pub enum SoftmaxKernels {
     /// One graph node each, with the analytic backward ([`SoftmaxBackend`]). The default.
     #[default]
     Fused,
-    /// Burn's `activation::softmax` and `activation::log_softmax`, unchanged.
+    /// Burn's `activation::softmax` and `activation::log_softmax`, unchanged, and Burn's
+    /// cross-entropy built on them.
     Burn,
 }
 
