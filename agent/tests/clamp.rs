@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 #[path = "common/tensors.rs"]
 mod tensors;
-use tensors::host;
+use tensors::{assert_gradient_matches_central_differences, host, weighted_sum};
 
 fn device() -> Device {
     ComputeDevice::for_tests().autodiff()
@@ -135,26 +135,19 @@ fn gradients_equal_central_differences_away_from_the_bounds() {
         .collect();
     let probe: Vec<f32> = (0..count).map(|_| rng.random_range(-1.0..1.0)).collect();
     let (_, gradient) = value_and_gradient(ours, (min, max), &x, &probe, shape);
-    let objective = |x: &[f32]| -> f64 {
-        let (value, _) = value_and_gradient(ours, (min, max), x, &probe, shape);
-        value
-            .iter()
-            .zip(&probe)
-            .map(|(v, p)| v * f64::from(*p))
-            .sum()
-    };
-    let step = 1e-2f32;
-    for index in 0..count {
-        let mut plus = x.clone();
-        plus[index] += step;
-        let mut minus = x.clone();
-        minus[index] -= step;
-        let numeric = (objective(&plus) - objective(&minus)) / (2.0 * f64::from(step));
-        assert!(
-            (gradient[index] - numeric).abs() <= 1e-4 * (1.0 + numeric.abs()),
-            "element {index}: autodiff {} vs central difference {numeric}",
-            gradient[index]
-        );
-    }
+    assert_gradient_matches_central_differences(
+        "clamp",
+        &x,
+        &gradient,
+        0..count,
+        1e-2,
+        1e-4,
+        |x| {
+            weighted_sum(
+                &value_and_gradient(ours, (min, max), x, &probe, shape).0,
+                &probe,
+            )
+        },
+    );
     assert!(gradient.iter().any(|g| *g != 0.0) && gradient.contains(&0.0));
 }

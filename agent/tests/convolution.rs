@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 
 #[path = "common/tensors.rs"]
 mod tensors;
-use tensors::{host, worst_difference};
+use tensors::{assert_close, assert_gradient_matches_central_differences, host};
 
 fn device() -> Device {
     ComputeDevice::for_tests().autodiff()
@@ -69,20 +69,6 @@ fn weight_grad(conv: &Conv2d, grads: &burn::tensor::Gradients) -> Vec<f64> {
 fn bias_grad(conv: &Conv2d, grads: &burn::tensor::Gradients) -> Vec<f64> {
     let bias = conv.bias.as_ref().expect("a bias").val();
     host(bias.grad(grads).expect("a bias gradient"))
-}
-
-fn assert_close(what: &str, ours: &[f64], expected: &[f64], tolerance: f64) {
-    let worst = worst_difference(ours, expected);
-    assert!(
-        worst <= tolerance,
-        "{what}: differs by {worst:e} (> {tolerance:e})\n ours:     {:?}\n expected: {:?}",
-        &ours[..ours.len().min(8)],
-        &expected[..expected.len().min(8)]
-    );
-    assert!(
-        expected.iter().any(|value| *value != 0.0),
-        "{what}: all zero proves nothing"
-    );
 }
 
 #[test]
@@ -138,22 +124,15 @@ fn gradients_equal_central_differences() {
     let analytic = host(x.grad(&grads).expect("an input gradient"));
 
     // L is linear in x, so central differences are exact but for rounding.
-    let step = 0.05f32;
-    let mut checked = 0;
-    for index in (0..x_values.len()).step_by(7) {
-        let mut up = x_values.clone();
-        up[index] += step;
-        let mut down = x_values.clone();
-        down[index] -= step;
-        let numeric = (loss_at(&up) - loss_at(&down)) / (2.0 * f64::from(step));
-        let difference = (numeric - analytic[index]).abs();
-        assert!(
-            difference <= 2e-3 * (1.0 + analytic[index].abs()),
-            "∂L/∂x[{index}]: analytic {} vs central difference {numeric}",
-            analytic[index]
-        );
-        checked += 1;
-    }
+    let checked = assert_gradient_matches_central_differences(
+        "∂L/∂x",
+        &x_values,
+        &analytic,
+        (0..x_values.len()).step_by(7),
+        0.05,
+        2e-3,
+        loss_at,
+    );
     assert!(checked >= 14);
     assert!(analytic.iter().any(|g| *g != 0.0));
 }

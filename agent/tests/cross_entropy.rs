@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 
 #[path = "common/tensors.rs"]
 mod tensors;
-use tensors::{host, worst_difference};
+use tensors::{assert_close, assert_gradient_matches_central_differences, host, weighted_sum};
 
 const REDUCTIONS: [LossReduction; 3] = [
     LossReduction::PerSample,
@@ -63,18 +63,6 @@ fn probe_for(reduction: LossReduction, batch: usize, seed: u64) -> Vec<f32> {
         1
     };
     (0..count).map(|_| rng.random_range(0.5..2.0)).collect()
-}
-
-fn assert_close(what: &str, ours: &[f64], expected: &[f64], tolerance: f64) {
-    let worst = worst_difference(ours, expected);
-    assert!(
-        worst <= tolerance,
-        "{what}: differs by {worst:e} (> {tolerance:e})\n ours:     {ours:?}\n expected: {expected:?}"
-    );
-    assert!(
-        expected.iter().any(|value| *value != 0.0),
-        "{what}: all zero proves nothing"
-    );
 }
 
 #[test]
@@ -203,27 +191,18 @@ fn gradients_equal_central_differences() {
             &targets,
             &probe,
         );
-        let objective = |x: &[f32]| -> f64 {
-            let (value, _) =
-                value_and_gradient(cross_entropy_loss, reduction, x, shape, &targets, &probe);
-            value
-                .iter()
-                .zip(&probe)
-                .map(|(v, p)| v * f64::from(*p))
-                .sum()
-        };
-        let step = 1e-2f32;
-        for index in 0..logits.len() {
-            let mut plus = logits.clone();
-            plus[index] += step;
-            let mut minus = logits.clone();
-            minus[index] -= step;
-            let numeric = (objective(&plus) - objective(&minus)) / (2.0 * f64::from(step));
-            assert!(
-                (gradient[index] - numeric).abs() <= 1e-3 * (1.0 + numeric.abs()),
-                "{reduction:?}, element {index}: autodiff {} vs central difference {numeric}",
-                gradient[index]
-            );
-        }
+        assert_gradient_matches_central_differences(
+            &format!("{reduction:?}"),
+            &logits,
+            &gradient,
+            0..logits.len(),
+            1e-2,
+            1e-3,
+            |x| {
+                let (value, _) =
+                    value_and_gradient(cross_entropy_loss, reduction, x, shape, &targets, &probe);
+                weighted_sum(&value, &probe)
+            },
+        );
     }
 }

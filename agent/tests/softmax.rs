@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 #[path = "common/tensors.rs"]
 mod tensors;
-use tensors::{host, worst_difference};
+use tensors::{assert_close, assert_gradient_matches_central_differences, host};
 
 fn device() -> Device {
     ComputeDevice::for_tests().autodiff()
@@ -26,18 +26,6 @@ fn random_values(seed: u64, count: usize) -> Vec<f32> {
 
 fn tensor(values: &[f32], shape: [usize; 2], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
-}
-
-fn assert_close(what: &str, ours: &[f64], expected: &[f64], tolerance: f64) {
-    let worst = worst_difference(ours, expected);
-    assert!(
-        worst <= tolerance,
-        "{what}: differs by {worst:e} (> {tolerance:e})\n ours:     {ours:?}\n expected: {expected:?}"
-    );
-    assert!(
-        expected.iter().any(|value| *value != 0.0),
-        "{what}: all zero proves nothing"
-    );
 }
 
 /// Which of the two functions, ours or Burn's.
@@ -148,21 +136,15 @@ fn gradients_equal_central_differences() {
                 let y = function.ours(tensor(values, [3, 5], &device), dim);
                 host((y * probe).sum())[0]
             };
-            let step = 1e-2f32;
-            for index in 0..x_values.len() {
-                let mut up = x_values.clone();
-                up[index] += step;
-                let mut down = x_values.clone();
-                down[index] -= step;
-                let numeric = (loss_at(&up) - loss_at(&down)) / (2.0 * f64::from(step));
-                let difference = (numeric - analytic[index]).abs();
-                assert!(
-                    difference <= 2e-3 * (1.0 + analytic[index].abs()),
-                    "{function:?} along axis {dim}: ∂L/∂x[{index}]: analytic {} vs central \
-                     difference {numeric}",
-                    analytic[index]
-                );
-            }
+            assert_gradient_matches_central_differences(
+                &format!("{function:?} along axis {dim}"),
+                &x_values,
+                &analytic,
+                0..x_values.len(),
+                1e-2,
+                2e-3,
+                loss_at,
+            );
             assert!(analytic.iter().any(|g| g.abs() > 1e-3));
         }
     }

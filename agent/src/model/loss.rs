@@ -39,11 +39,6 @@ pub fn burns_cross_entropy(
     }
 }
 
-/// Per-sample cross-entropy, `B`.
-pub fn cross_entropy_per_sample(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-    cross_entropy_reduced(logits, targets, LossReduction::PerSample)
-}
-
 /// Batch-mean cross-entropy, `1`.
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     cross_entropy_reduced(logits, targets, LossReduction::Mean)
