@@ -2,12 +2,11 @@
 //!
 //! Burn 0.22's autodiff has no clamp of its own: `clamp` runs the backend trait's composite,
 //! `clamp_min(clamp_max(x))`, each half a comparison and a masked fill (a graph node), and
-//! each masked fill's backward another masked fill. On libtorch the comparisons add a
-//! conversion to bool each, so one clamp of the Hebbian trace (P6) costs eight ATen operators
-//! (on a GPU eight kernel launches), where PyTorch's `clamp` and its backward cost six, and
-//! one NDHTL window of K = 10 images runs ten of them.
+//! each masked fill's backward another masked fill: six ATen operators per clamp of the
+//! Hebbian trace (P6) on libtorch, on a GPU six kernel launches, and one NDHTL window of
+//! K = 10 images runs ten of them. Here it is two.
 //!
-//! Here it is one node: the backend's own `clamp` forward, and the backward
+//! One node: the backend's own `clamp` forward, and the backward
 //!
 //! ```text
 //! dx = g  where min ≤ x ≤ max,   0 elsewhere
