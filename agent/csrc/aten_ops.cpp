@@ -70,14 +70,16 @@ char* ndhtl_aten_convolution_backward(const at::Tensor* grad_output, const at::T
 
 // Cross-entropy of `logits` (B×C) against class indices `target` (B, int64), as PyTorch's
 // `cross_entropy` computes it: `_log_softmax` along the classes, then `nll_loss_forward` with
-// `reduction` (ATen's code: 0 none, 1 mean, 2 sum) and no class weights. Writes the loss, the
-// log-probabilities and the total weight (what `nll_loss_backward` takes) into `outputs`.
+// `reduction` (ATen's code: 0 none, 1 mean, 2 sum), no class weights and `ignore_index` (the
+// backward must be given the same). Writes the loss, the log-probabilities and the total weight
+// (what `nll_loss_backward` takes) into `outputs`.
 char* ndhtl_aten_cross_entropy_forward(const at::Tensor* logits, const at::Tensor* target,
-                                       int64_t reduction, at::Tensor** outputs) {
+                                       int64_t reduction, int64_t ignore_index,
+                                       at::Tensor** outputs) {
   try {
     at::Tensor log_probs = at::_log_softmax(*logits, 1, /*half_to_float=*/false);
     auto [loss, total_weight] =
-        at::nll_loss_forward(log_probs, *target, /*weight=*/{}, reduction, /*ignore_index=*/-100);
+        at::nll_loss_forward(log_probs, *target, /*weight=*/{}, reduction, ignore_index);
     outputs[0] = new at::Tensor(std::move(loss));
     outputs[1] = new at::Tensor(std::move(log_probs));
     outputs[2] = new at::Tensor(std::move(total_weight));

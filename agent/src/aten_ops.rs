@@ -24,6 +24,7 @@ unsafe extern "C" {
         logits: *const std::ffi::c_void,
         target: *const std::ffi::c_void,
         reduction: i64,
+        ignore_index: i64,
         outputs: *mut RawTensor,
     ) -> *mut c_char;
     fn ndhtl_aten_foreach_sgd(
@@ -107,18 +108,25 @@ pub fn convolution_backward(
 
 /// Cross-entropy as PyTorch's `cross_entropy` computes it, ATen's `_log_softmax` along the
 /// classes then `nll_loss_forward` with `reduction` (ATen's code) and no class weights:
-/// `[loss, log_probs, total_weight]`, the last two what `nll_loss_backward` takes. `target`
-/// holds `int64` class indices, one per row of `logits`.
+/// `[loss, log_probs, total_weight]`, the last two what `nll_loss_backward` takes, with the same
+/// `ignore_index`. `target` holds `int64` class indices, one per row of `logits`.
 pub fn cross_entropy_forward(
     logits: &AtenTensor,
     target: &AtenTensor,
     reduction: i64,
+    ignore_index: i64,
 ) -> Result<[AtenTensor; 3], AtenError> {
     let mut outputs: [RawTensor; 3] = [std::ptr::null_mut(); 3];
     // SAFETY: live tch tensors and an array of the 3 slots the C side writes, each a new
     // `at::Tensor*` on success (none on failure); it throws nothing.
     let error = unsafe {
-        ndhtl_aten_cross_entropy_forward(raw(logits), raw(target), reduction, outputs.as_mut_ptr())
+        ndhtl_aten_cross_entropy_forward(
+            raw(logits),
+            raw(target),
+            reduction,
+            ignore_index,
+            outputs.as_mut_ptr(),
+        )
     };
     take_error(error)?;
     debug_assert!(

@@ -124,9 +124,13 @@ impl CrossEntropyBackend for burn::backend::LibTorch {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         use burn::backend::libtorch::TchTensor;
         let targets = long_targets(&targets.tensor);
-        let [loss, log_probs, total_weight] =
-            crate::aten_ops::cross_entropy_forward(&logits.tensor, &targets, reduction.aten_code())
-                .unwrap_or_else(|error| panic!("cross-entropy forward: {error}"));
+        let [loss, log_probs, total_weight] = crate::aten_ops::cross_entropy_forward(
+            &logits.tensor,
+            &targets,
+            reduction.aten_code(),
+            IGNORE_NO_CLASS,
+        )
+        .unwrap_or_else(|error| panic!("cross-entropy forward: {error}"));
         // ATen reduces to a 0-d tensor; Burn's reductions are 1-element vectors.
         let loss = match reduction {
             LossReduction::PerSample => loss,
@@ -175,7 +179,8 @@ impl CrossEntropyBackend for burn::backend::LibTorch {
     }
 }
 
-/// ATen's `ignore_index`: PyTorch's default, −100, which no class index equals.
+/// ATen's `ignore_index`, for the forward and the backward alike: PyTorch's default, −100,
+/// which no class index equals.
 #[cfg(feature = "tch")]
 const IGNORE_NO_CLASS: i64 = -100;
 
