@@ -494,3 +494,151 @@ fn evaluation_counts_every_test_image_whatever_the_batch_size() {
     assert_eq!(flat.top1, 100.0 * class_zero as f64 / test_images as f64);
     assert_eq!(flat.images, test_images);
 }
+
+/// The training loop's metrics are reduced on the device every `STEPS_PER_REDUCTION` steps
+/// (`train::step_metrics`). Over more steps than one reduction, with a partial last batch, they
+/// must give the hand-computed totals: each step's loss weighted by its batch's size, the hits
+/// of the largest logits, and the mean of the steps' batch-mean modulators.
+#[test]
+fn step_metrics_give_the_hand_computed_totals_across_reductions_and_a_partial_batch() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    use ndhtl_agent::train::step_metrics::{STEPS_PER_REDUCTION, StepMetrics};
+
+    const CLASSES: usize = 4;
+    let device = test_device().autodiff();
+    let steps = STEPS_PER_REDUCTION + 44;
+    for (batch_size, last_size, with_modulator) in [(1, 1, true), (3, 2, true), (3, 3, false)] {
+        let mut metrics = StepMetrics::new(batch_size);
+        let (mut loss_sum, mut hits, mut images, mut modulator_sum) = (0.0f64, 0usize, 0, 0.0f64);
+        for step in 0..steps {
+            let size = if step + 1 == steps {
+                last_size
+            } else {
+                batch_size
+            };
+            let loss = 0.5 + (step % 7) as f32 * 0.25;
+            let mut logits = vec![0.0f32; size * CLASSES];
+            let mut targets = Vec::with_capacity(size);
+            let mut modulator = Vec::with_capacity(size);
+            for row in 0..size {
+                let predicted = (step + row) % CLASSES;
+                logits[row * CLASSES + predicted] = 1.0;
+                let target = (step * 7 + row * 3) % CLASSES;
+                targets.push(target as i64);
+                hits += usize::from(predicted == target);
+                modulator.push(((step * 3 + row) % 5) as f32 * 0.1 - 0.2);
+            }
+            loss_sum += f64::from(loss) * size as f64;
+            images += size;
+            modulator_sum += modulator.iter().map(|&m| f64::from(m)).sum::<f64>() / size as f64;
+            metrics.record(
+                Tensor::from_data(TensorData::new(vec![loss], [1]), &device),
+                Tensor::from_data(TensorData::new(logits, [size, CLASSES]), &device),
+                Tensor::<1, Int>::from_data(TensorData::new(targets, [size]), &device),
+                with_modulator
+                    .then(|| Tensor::from_data(TensorData::new(modulator, [size, 1]), &device)),
+            );
+        }
+        let totals = metrics.finish();
+        let case = format!("batch {batch_size}, last batch {last_size}");
+        assert_eq!(totals.steps, steps, "{case}");
+        assert_eq!(totals.images, images, "{case}");
+        assert!(
+            hits > 0 && hits < images,
+            "{case}: the pattern hits some rows, not all"
+        );
+        assert_eq!(totals.top1, 100.0 * hits as f64 / images as f64, "{case}");
+        let expected_loss = loss_sum / images as f64;
+        assert!(
+            (totals.loss - expected_loss).abs() < 1e-5 * expected_loss,
+            "{case}: loss {} against {expected_loss}",
+            totals.loss
+        );
+        match totals.modulator_mean {
+            Some(mean) => {
+                let expected = modulator_sum / steps as f64;
+                assert!(with_modulator, "{case}: no modulator was recorded");
+                assert!(
+                    (mean - expected).abs() < 1e-6,
+                    "{case}: mean m {mean} against {expected}"
+                );
+            }
+            None => assert!(!with_modulator, "{case}: the modulator is missing"),
+        }
+    }
+}
+
+/// End to end through the real loop: at learning rate 0 the model does not change, so a
+/// lifetime's training loss and top-1 (gathered step by step, shuffled, a partial last batch
+/// at batch 7, more steps than one reduction at batch 1) are the evaluation's figures on the
+/// same images.
+#[test]
+fn a_lifetime_at_learning_rate_zero_reports_the_evaluation_figures_of_its_images() {
+    use ndhtl_agent::train::finetune::{assemble_finetune_model, finetune_loop_settings};
+    use ndhtl_agent::train::lifetime::{TrainingState, evaluate, inference_view, train_lifetime};
+    use ndhtl_agent::train::optimizer::build_optimizer;
+    use ndhtl_agent::train::step_metrics::STEPS_PER_REDUCTION;
+
+    let dir = tempfile::tempdir().unwrap();
+    synth_data(dir.path(), 2, 30);
+    let task: TaskSpec = "T1".parse().unwrap();
+    let data = TaskData::load(dir.path(), &task, None).unwrap();
+    let images = data.train.len();
+    assert_eq!(images, 300, "T1: 10 classes × 30 generated training images");
+    assert!(images > STEPS_PER_REDUCTION, "batch 1 crosses a reduction");
+    let device = test_device();
+    let training = device.autodiff();
+    for batch_size in [7, 1] {
+        let config = FinetuneConfig {
+            method: Method::Stl,
+            batch_size,
+            augment: false,
+            seed: 4,
+            ..FinetuneConfig::default()
+        };
+        let settings = finetune_loop_settings(&config);
+        let model = assemble_finetune_model(random_features(6), &config, 10, &training);
+        let optimizer = build_optimizer(&model, config.momentum, config.weight_decay);
+        let state = TrainingState {
+            model,
+            optimizer,
+            hebbian: None,
+        };
+        let (state, totals) = train_lifetime(
+            state,
+            &settings,
+            0,
+            0.0,
+            &data.train,
+            &training,
+            &mut NoObserver,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        let (inference, _) = inference_view(&state.model, None);
+        let evaluated = evaluate(&inference, None, &data.train, batch_size, &device.device);
+        assert_eq!(totals.images, images, "batch {batch_size}");
+        assert_eq!(
+            totals.steps,
+            images.div_ceil(batch_size),
+            "batch {batch_size}"
+        );
+        assert!(
+            (totals.loss - evaluated.loss).abs() < 1e-4 * evaluated.loss,
+            "batch {batch_size}: training loss {} against evaluation {}",
+            totals.loss,
+            evaluated.loss
+        );
+        // The same logits, computed in other batches: at most a near tie may round the other way.
+        assert!(
+            (totals.top1 - evaluated.top1).abs() <= 100.0 / images as f64 + 1e-9,
+            "batch {batch_size}: training top-1 {} against evaluation {}",
+            totals.top1,
+            evaluated.top1
+        );
+        assert!(
+            evaluated.top1 > 0.0,
+            "a test that counts nothing proves nothing"
+        );
+    }
+}

@@ -15,6 +15,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use super::config::{KReduce, LossSteps, ResetPolicy};
 use super::metrics::EvalMetrics;
+use super::step_metrics::StepMetrics;
 use crate::data::TaskImages;
 use crate::data::pipeline::{Augmentation, EpochPlan, Normalization, Prefetcher, batch_count};
 use crate::model::loss::{cross_entropy_sum, top_k_hits, training_loss};
@@ -175,11 +176,7 @@ pub fn train_lifetime(
     let mut window_loss: Option<Tensor<1>> = None;
     let mut steps_in_window = 0usize;
     let mut backward_passes = 0usize;
-    let mut images_seen = 0usize;
-    // Detached running sums stay on the device: no synchronisation per step.
-    let mut loss_sum: Option<Tensor<1>> = None;
-    let mut hits: Option<Tensor<1, Int>> = None;
-    let mut modulator_sum: Option<Tensor<1>> = None;
+    let mut metrics = StepMetrics::new(settings.batch_size);
 
     for (step, batch) in batches.enumerate() {
         if cancel.is_cancelled() {
@@ -190,32 +187,16 @@ pub fn train_lifetime(
         let images = images_tensor(batch.pixels, size, device);
         let targets = labels_tensor(batch.labels, device);
         let features = model.features.forward(images);
-        let logits = match (hebbian.take(), &settings.plastic) {
+        let (logits, modulator) = match (hebbian.take(), &settings.plastic) {
             (Some(trace), Some(plastic)) => {
                 let output = model.plastic_step(features, trace, plastic);
                 hebbian = Some(output.state);
-                let mean_m = output.modulator.detach().mean();
-                modulator_sum = Some(match modulator_sum.take() {
-                    Some(sum) => sum + mean_m,
-                    None => mean_m,
-                });
-                output.logits
+                (output.logits, Some(output.modulator))
             }
-            _ => model.linear_logits(features),
+            _ => (model.linear_logits(features), None),
         };
         let step_loss = training_loss(settings.loss, logits.clone(), targets.clone());
-
-        let weighted = step_loss.clone().detach().mul_scalar(size as f32);
-        loss_sum = Some(match loss_sum.take() {
-            Some(sum) => sum + weighted,
-            None => weighted,
-        });
-        let step_hits = top_k_hits(logits.detach(), targets, 1);
-        hits = Some(match hits.take() {
-            Some(sum) => sum + step_hits,
-            None => step_hits,
-        });
-        images_seen += size;
+        metrics.record(step_loss.clone(), logits, targets, modulator);
 
         steps_in_window += 1;
         window_loss = Some(match (settings.loss_steps, window_loss.take()) {
@@ -245,18 +226,15 @@ pub fn train_lifetime(
         "the last step always closes its window"
     );
 
-    let loss = loss_sum
-        .map(|t| t.into_scalar::<f32>() as f64)
-        .unwrap_or(f64::NAN);
-    let correct = hits.map(|t| t.into_scalar::<i64>() as f64).unwrap_or(0.0);
-    let modulator_mean = modulator_sum.map(|t| t.into_scalar::<f32>() as f64 / steps.max(1) as f64);
+    let step_totals = metrics.finish();
+    debug_assert_eq!(step_totals.steps, steps, "every planned batch was trained");
     let totals = TrainTotals {
         steps,
-        images: images_seen,
+        images: step_totals.images,
         backward_passes,
-        loss: loss / images_seen.max(1) as f64,
-        top1: 100.0 * correct / images_seen.max(1) as f64,
-        modulator_mean,
+        loss: step_totals.loss,
+        top1: step_totals.top1,
+        modulator_mean: step_totals.modulator_mean,
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((

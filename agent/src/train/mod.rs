@@ -6,6 +6,7 @@ pub mod finetune;
 pub mod lifetime;
 pub mod metrics;
 pub mod optimizer;
+pub mod step_metrics;
 
 pub use config::{
     ConfigError, FinetuneConfig, KReduce, LossSteps, Method, ResetPolicy, SourceConfig,
