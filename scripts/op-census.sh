@@ -12,14 +12,19 @@
 #
 #   eval "$(deploy/libtorch.sh)" && cargo build --release --features tch --bin ndhtl
 #   NDHTL=$CARGO_TARGET_DIR/release/ndhtl scripts/op-census.sh [--json FILE] [--max-ratio R]
+#       [--max-loop-overhead F]
 #
 # --max-ratio R fails (exit 1) when ndhtl's calls per step (views excluded) exceed R times
 # PyTorch's in any workload: CI's guard against a change that adds operators to the step.
+# It also counts ndhtl's real fine-tuning loop (loop_b1_stl, loop_b1_ndhtl_k10: the input
+# pipeline, the metrics, the windows) against its bare step; --max-loop-overhead F fails when
+# the loop adds more than F (0.05: 5 %) to the step's calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ndhtl="${NDHTL:-${CARGO_TARGET_DIR:-target}/release/ndhtl}"
 python="${NDHTL_BENCH_PYTHON:-python3}"
 workloads="train_b128,train_b1_stl,train_b1_ndhtl_k10"
+loops="loop_b1_stl=train_b1_stl,loop_b1_ndhtl_k10=train_b1_ndhtl_k10"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -33,7 +38,8 @@ g++ -O2 -std=c++17 -shared -fPIC -I"$torch_dir/include" -D_GLIBCXX_USE_CXX11_ABI
 echo "ndhtl: $workloads" >&2
 NDHTL_OP_CENSUS="$work/ndhtl.json" LD_PRELOAD="$work/libop_census.so" \
   NDHTL_CONV_GRADIENTS=backend NDHTL_SGD=aten OMP_NUM_THREADS=1 \
-  "$ndhtl" bench --backends tch --device cpu --quick --no-pytorch --only "$workloads" \
+  "$ndhtl" bench --backends tch --device cpu --quick --no-pytorch \
+  --only "$workloads,loop_b1_stl,loop_b1_ndhtl_k10" \
   > "$work/ndhtl.log" 2>&1 || { tail -20 "$work/ndhtl.log"; exit 1; }
 
 echo "PyTorch: the same workloads" >&2
@@ -42,4 +48,4 @@ NDHTL_OP_CENSUS="$work/pytorch.json" LD_PRELOAD="$work/libop_census.so" \
   --foreach > /dev/null
 
 "$python" agent/bench/op_census_report.py "$work/ndhtl.json" "$work/pytorch.json" \
-  --workloads "$workloads" "$@"
+  --workloads "$workloads" --loops "$loops" "$@"

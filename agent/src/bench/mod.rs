@@ -91,7 +91,20 @@ fn random_batch(rng: &mut ChaCha8Rng, batch: usize) -> (Vec<f32>, Vec<i64>) {
 }
 
 /// Times `run(steps)` after a warm-up; returns the median seconds per step.
-fn time_steps(plan: &BenchPlan, warmup: usize, steps: usize, mut run: impl FnMut(usize)) -> f64 {
+fn time_steps(plan: &BenchPlan, warmup: usize, steps: usize, run: impl FnMut(usize)) -> f64 {
+    time_runs(plan, warmup, steps, steps, run)
+}
+
+/// [`time_steps`], where the op census divides each timed `run(steps)` by `census_steps`
+/// instead: the backward windows of a whole lifetime, so that the real loop's calls per window
+/// compare with the bare step's.
+fn time_runs(
+    plan: &BenchPlan,
+    warmup: usize,
+    steps: usize,
+    census_steps: usize,
+    mut run: impl FnMut(usize),
+) -> f64 {
     run(warmup);
     let samples = (0..plan.repeats)
         .map(|_| {
@@ -99,7 +112,7 @@ fn time_steps(plan: &BenchPlan, warmup: usize, steps: usize, mut run: impl FnMut
             let start = Instant::now();
             run(steps);
             let seconds = start.elapsed().as_secs_f64();
-            op_census::end(steps);
+            op_census::end(census_steps);
             seconds / steps as f64
         })
         .collect();
@@ -256,7 +269,8 @@ pub fn bench_pipeline(plan: &BenchPlan) -> Measurement {
 
 /// The real fine-tuning loop (`train_lifetime`: prefetching pipeline, per-step accumulators,
 /// K-step windows) at batch 1 over `images` generated images; seconds per image. Compared with
-/// the bare steps above, this is ndhtl's own per-step overhead.
+/// the bare steps above, this is ndhtl's own per-step overhead; the op census counts it per
+/// backward window, as it counts the bare steps.
 fn bench_training_loop(
     device: &ComputeDevice,
     plan: &BenchPlan,
@@ -296,7 +310,10 @@ fn bench_training_loop(
         hebbian,
     });
     let mut lifetime = 0;
-    time_steps(plan, 1, 1, |_| {
+    let windows = settings
+        .steps_per_lifetime(images)
+        .div_ceil(settings.window);
+    time_runs(plan, 1, 1, windows, |_| {
         let state = slot.take().expect("state");
         let (next, _) = train_lifetime(
             state,
