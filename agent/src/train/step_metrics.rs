@@ -11,6 +11,7 @@
 //! 13 calls per reduction. The values kept are small (a loss per step, B×C logits), and no step
 //! waits for the device: only [`StepMetrics::finish`] reads back, once per lifetime.
 
+use burn::tensor::kind::Numeric;
 use burn::tensor::{Int, Tensor};
 
 use crate::model::loss::top_k_hits;
@@ -120,10 +121,7 @@ impl StepMetrics {
         let logits = Tensor::cat(std::mem::take(&mut self.pending_logits), 0);
         let targets = Tensor::cat(std::mem::take(&mut self.pending_targets), 0);
         let hits = top_k_hits(logits, targets, 1);
-        self.hits = Some(match self.hits.take() {
-            Some(sum) => sum + hits,
-            None => hits,
-        });
+        self.hits = Some(add_to(self.hits.take(), hits));
         if !self.pending_modulators.is_empty() {
             let modulators = Tensor::cat(std::mem::take(&mut self.pending_modulators), 0).sum();
             self.modulator_sum = Some(add_to(self.modulator_sum.take(), modulators));
@@ -155,7 +153,8 @@ impl StepMetrics {
     }
 }
 
-fn add_to(sum: Option<Tensor<1>>, value: Tensor<1>) -> Tensor<1> {
+/// `sum + value`, or `value` when nothing was summed yet.
+fn add_to<K: Numeric>(sum: Option<Tensor<1, K>>, value: Tensor<1, K>) -> Tensor<1, K> {
     match sum {
         Some(sum) => sum + value,
         None => value,
