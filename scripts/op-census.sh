@@ -24,7 +24,8 @@ cd "$(dirname "$0")/.."
 ndhtl="${NDHTL:-${CARGO_TARGET_DIR:-target}/release/ndhtl}"
 python="${NDHTL_BENCH_PYTHON:-python3}"
 workloads="train_b128,train_b1_stl,train_b1_ndhtl_k10"
-loops="loop_b1_stl=train_b1_stl,loop_b1_ndhtl_k10=train_b1_ndhtl_k10"
+loops="loop_b1_stl=train_b1_stl,loop_b1_ndhtl_k10=train_b1_ndhtl_k10"   # LOOP=ITS_BARE_STEP
+loop_workloads="$(sed 's/=[^,]*//g' <<< "$loops")"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -39,7 +40,7 @@ echo "ndhtl: $workloads" >&2
 NDHTL_OP_CENSUS="$work/ndhtl.json" LD_PRELOAD="$work/libop_census.so" \
   NDHTL_CONV_GRADIENTS=backend NDHTL_SGD=aten OMP_NUM_THREADS=1 \
   "$ndhtl" bench --backends tch --device cpu --quick --no-pytorch \
-  --only "$workloads,loop_b1_stl,loop_b1_ndhtl_k10" \
+  --only "$workloads,$loop_workloads" \
   > "$work/ndhtl.log" 2>&1 || { tail -20 "$work/ndhtl.log"; exit 1; }
 
 echo "PyTorch: the same workloads" >&2
