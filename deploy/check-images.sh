@@ -6,7 +6,7 @@
 # machines).
 #
 #   sudo apt-get install -y buildah debootstrap
-#   sudo deploy/check-images.sh            # about 40 minutes on 2 cores, 60 GB of disk
+#   sudo deploy/check-images.sh            # 40–60 minutes on 2 cores, 60 GB of disk
 #   NDHTL_IMAGES="coordinator agent-cpu" sudo deploy/check-images.sh   # without the GPU image
 # (NDHTL_IMAGES lists the images to build; the run always uses the coordinator and CPU agent
 # images, built before, and the GPU agent image when it is listed.)
