@@ -46,16 +46,21 @@ fn comparable(history: &[LifetimeMetrics]) -> Vec<LifetimeMetrics> {
         .collect()
 }
 
+/// A target task's data, loaded from CIFAR files generated in a temporary folder with
+/// `per_class_c100` training images per CIFAR-100 class (2 per CIFAR-10 class).
+fn generated_task_data(task: &str, per_class_c100: usize) -> TaskData {
+    let dir = tempfile::tempdir().unwrap();
+    synth_data(dir.path(), 2, per_class_c100);
+    TaskData::load(dir.path(), &task.parse().unwrap(), None).unwrap()
+}
+
 fn random_features(seed: u64) -> AlexNetFeatures {
     AlexNetFeatures::new(seed, &test_device().device)
 }
 
 #[test]
 fn ndhtl_with_clip_zero_and_k_one_equals_stl() {
-    let dir = tempfile::tempdir().unwrap();
-    synth_data(dir.path(), 2, 6);
-    let task: TaskSpec = "T1".parse().unwrap();
-    let data = TaskData::load(dir.path(), &task, None).unwrap();
+    let data = generated_task_data("T1", 6);
     let stl = FinetuneConfig {
         method: Method::Stl,
         lifetimes: 2,
@@ -125,10 +130,7 @@ impl TrainingObserver for CancelAfter {
 
 #[test]
 fn an_interrupted_and_resumed_run_equals_an_uninterrupted_one() {
-    let dir = tempfile::tempdir().unwrap();
-    synth_data(dir.path(), 2, 5);
-    let task: TaskSpec = "T3".parse().unwrap();
-    let data = TaskData::load(dir.path(), &task, None).unwrap();
+    let data = generated_task_data("T3", 5);
     for (method, batch_size, trace_per_sample) in [
         (Method::Ndhtl, 2, false),
         (Method::Ndhtl, 3, true),
@@ -229,9 +231,7 @@ fn an_interrupted_and_resumed_run_equals_an_uninterrupted_one() {
 
 #[test]
 fn same_seed_same_numbers_different_seed_different_numbers() {
-    let dir = tempfile::tempdir().unwrap();
-    synth_data(dir.path(), 2, 4);
-    let data = TaskData::load(dir.path(), &"T2".parse().unwrap(), None).unwrap();
+    let data = generated_task_data("T2", 4);
     let run = |seed| {
         let config = FinetuneConfig {
             lifetimes: 1,
@@ -384,10 +384,7 @@ fn exported_safetensors_use_pytorch_names_and_layouts_and_reload_exactly() {
 
 #[test]
 fn fine_tuning_trains_the_features_unless_they_are_frozen() {
-    let dir = tempfile::tempdir().unwrap();
-    synth_data(dir.path(), 2, 4);
-    let task: TaskSpec = "T1".parse().unwrap();
-    let data = TaskData::load(dir.path(), &task, None).unwrap();
+    let data = generated_task_data("T1", 4);
     let conv1 = |features: &AlexNetFeatures| -> Vec<f32> {
         features
             .conv1
@@ -450,10 +447,7 @@ fn evaluation_counts_every_test_image_whatever_the_batch_size() {
     use burn::tensor::Tensor;
     use ndhtl_agent::train::lifetime::{evaluate, inference_view};
 
-    let dir = tempfile::tempdir().unwrap();
-    synth_data(dir.path(), 2, 2);
-    let task: TaskSpec = "T1".parse().unwrap();
-    let data = TaskData::load(dir.path(), &task, None).unwrap();
+    let data = generated_task_data("T1", 2);
     let device = test_device();
     let test_images = data.test.len();
     assert_eq!(
@@ -579,10 +573,7 @@ fn a_lifetime_at_learning_rate_zero_reports_the_evaluation_figures_of_its_images
     use ndhtl_agent::train::optimizer::build_optimizer;
     use ndhtl_agent::train::step_metrics::STEPS_PER_REDUCTION;
 
-    let dir = tempfile::tempdir().unwrap();
-    synth_data(dir.path(), 2, 30);
-    let task: TaskSpec = "T1".parse().unwrap();
-    let data = TaskData::load(dir.path(), &task, None).unwrap();
+    let data = generated_task_data("T1", 30);
     let images = data.train.len();
     assert_eq!(images, 300, "T1: 10 classes × 30 generated training images");
     assert!(images > STEPS_PER_REDUCTION, "batch 1 crosses a reduction");
