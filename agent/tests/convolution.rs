@@ -1,8 +1,8 @@
 //! The network's convolution (`model::conv::conv2d`): values and gradients by hand, by central
 //! differences, and against Burn's own `conv2d` on the same device, for the layouts of the
-//! AlexNet. On libtorch with autodiff it runs through libtorch's autograd (ATen's convolution
-//! backward), so `NDHTL_TEST_DEVICE=tch:cpu` (CI) or `tch:cuda:0` (deploy/gpu-check.sh) tests
-//! that path; on flex it is Burn's path and these tests pin its numbers.
+//! AlexNet. On libtorch with autodiff it runs through ATen's convolution backward, so
+//! `NDHTL_TEST_DEVICE=tch:cpu` (CI) or `tch:cuda:0` (deploy/gpu-check.sh) tests that path; on
+//! flex (the default) it is ndhtl's batched host convolution (`model::conv_host`).
 
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
@@ -267,5 +267,72 @@ fn reusing_the_input_and_weights_before_the_backward_leaves_the_gradients_right(
     let burns = run(false);
     for ((name, a), b) in ["∂w", "∂b", "∂x"].iter().zip(&ours).zip(&burns) {
         assert_close(name, a, b, 1e-4);
+    }
+}
+
+/// Output and gradients of x, weight and bias for one batch of `batch` images, with `ours` or
+/// Burn's `conv2d`.
+fn one_batch(
+    layout: (usize, usize, usize, usize, usize),
+    size: usize,
+    batch: usize,
+    ours: bool,
+) -> Vec<Vec<f64>> {
+    let device = device();
+    let (cin, cout, _, stride, pad) = layout;
+    let conv = random_convolution(layout, 13, &device);
+    let x = random_tensor(40, [batch, cin, size, size], &device).require_grad();
+    let y = if ours {
+        conv2d(&conv, x.clone())
+    } else {
+        let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
+        burn_conv2d(
+            x.clone(),
+            conv.weight.val(),
+            conv.bias.as_ref().map(|bias| bias.val()),
+            options,
+        )
+    };
+    let [_, _, out_height, out_width] = y.dims();
+    let probe = random_tensor(41, [batch, cout, out_height, out_width], &device);
+    let grads = (y.clone() * probe).sum().backward();
+    vec![
+        host(y),
+        weight_grad(&conv, &grads),
+        bias_grad(&conv, &grads),
+        host(x.grad(&grads).expect("an input gradient")),
+    ]
+}
+
+#[test]
+fn a_batch_spanning_several_chunks_agrees_with_burns_conv2d_at_every_layer() {
+    // The spatial sizes each layer sees in the network (32, 4, 2, 2, 2), at a batch of 130:
+    // on flex the batched host convolution splits it into chunks of whole samples (of 4 or 8
+    // samples for the first layer, 64 and 128 for the last three), with a short last chunk.
+    let sizes = [32, 4, 2, 2, 2];
+    let names = ["y", "∂w", "∂b", "∂x"];
+    for (layer, (layout, size)) in CONV_LAYOUT.iter().zip(sizes).enumerate() {
+        let ours = one_batch(*layout, size, 130, true);
+        let burns = one_batch(*layout, size, 130, false);
+        for ((name, a), b) in names.iter().zip(&ours).zip(&burns) {
+            assert_close(&format!("conv{} {name}", layer + 1), a, b, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn without_autodiff_a_batch_agrees_with_burns_conv2d_at_every_layer() {
+    // Evaluation's path: the device without autodiff (on flex, the host convolution's forward).
+    let device = ComputeDevice::for_tests().device;
+    let sizes = [32, 4, 2, 2, 2];
+    for (layer, (layout, size)) in CONV_LAYOUT.iter().zip(sizes).enumerate() {
+        let (cin, _, _, stride, pad) = *layout;
+        let conv = random_convolution(*layout, 17, &device);
+        let x = random_tensor(50, [70, cin, size, size], &device);
+        let ours = host(conv2d(&conv, x.clone()));
+        let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
+        let bias = conv.bias.as_ref().map(|bias| bias.val());
+        let burns = host(burn_conv2d(x, conv.weight.val(), bias, options));
+        assert_close(&format!("conv{} y", layer + 1), &ours, &burns, 1e-4);
     }
 }

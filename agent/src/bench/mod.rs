@@ -5,8 +5,9 @@
 //! - `train_b1_stl_unfused_sgd`: the same with Burn's tensor-op SGD instead of the fused one
 //!   (`train::optimizer`): what fusing the update saves, in the same run;
 //! - `train_b128_burn_conv_grads`, `train_b1_stl_burn_conv_grads`: those steps with Burn's
-//!   convolution gradient formulas on every backend instead of the default choice
-//!   (`model::conv`: they differ on libtorch only; on its CPU, at batch 1 only);
+//!   convolution and its gradient formulas on every backend instead of the default choice
+//!   (`model::conv`: on flex ndhtl's batched host convolution at every batch; on libtorch's
+//!   CPU ATen's backward at batch 1 only, on a GPU at both);
 //! - `train_b1_stl_pageable_uploads` (CUDA devices only): that step with burn-tch's synchronous
 //!   copies from pageable memory instead of pinned, asynchronous ones (`upload`);
 //! - `train_b1_ndhtl_k10`: NDHTL at batch 1, a plastic step every image, a backward every 10;
@@ -17,7 +18,8 @@
 //! - `softmax_head_b1`, `softmax_head_b1_burn`: a batch-1 NDHTL step's softmax work alone
 //!   (P2's softmax and the loss's log-softmax of 1×10 logits, forward and backward), fused and
 //!   Burn's composite: the per-step overhead the fused one cuts;
-//! - `infer_b1000`: inference on a batch of 1000;
+//! - `infer_b1000`: inference on a batch of 1000; `infer_b1000_burn_conv` with Burn's
+//!   convolution (on flex; the same as `infer_b1000` on libtorch);
 //! - `pipeline`: the input pipeline alone (augment + normalise), to show it never limits training.
 //!
 //! Each is warmed up, then timed `repeats` times; the median is reported in images per second.
@@ -331,7 +333,7 @@ fn bench_training_loop(
     }) / images as f64
 }
 
-/// `measure` with Burn's convolution gradient formulas on every backend.
+/// `measure` with Burn's convolution and its gradient formulas on every backend.
 fn with_burn_conv_gradients(measure: impl FnOnce() -> f64) -> f64 {
     let previous = ConvolutionGradients::Burn.apply();
     let seconds_per_step = measure();
@@ -409,5 +411,8 @@ pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -
         with_burn_softmax(|| bench_softmax_head(device, plan, 2000))
     });
     run("infer_b1000", 1000, &|| bench_inference(device, plan, 1000));
+    run("infer_b1000_burn_conv", 1000, &|| {
+        with_burn_conv_gradients(|| bench_inference(device, plan, 1000))
+    });
     results
 }

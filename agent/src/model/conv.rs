@@ -1,5 +1,5 @@
-//! The network's convolutions, as one backend extension so that each backend computes their
-//! gradients its fastest way.
+//! The network's convolutions, as one backend extension so that each backend computes them
+//! and their gradients its fastest way.
 //!
 //! Burn differentiates `conv2d` with its own formulas: a transposed convolution for the input
 //! gradient and a convolution over the swapped batch and channel axes for the weight gradient.
@@ -9,19 +9,21 @@
 //! Burn's formulas are as fast or faster (at batch 32–128 by 5–20 %).
 //!
 //! So with autodiff on libtorch, [`conv2d`] records small-batch convolutions on the CPU, and all
-//! of them on a GPU, in libtorch's own autograd, and their backward asks libtorch for the
-//! gradients at once ([`super::conv_torch`]). Everywhere else, flex included, it is Burn's
-//! `Conv2d::forward`, unchanged.
+//! of them on a GPU, as one node whose backward asks libtorch for the gradients at once
+//! ([`super::conv_torch`]). On flex, batches from [`FLEX_SMALLEST_BATCH_FOR_HOST`] on take
+//! ndhtl's batched host convolution ([`super::conv_host`], wired in `super::conv_flex`): Burn's
+//! flex convolution multiplies each sample by the weights apart, which for the AlexNet's small
+//! later layers is a product of 4 or 16 columns per sample.
+//! Everywhere else it is Burn's `Conv2d::forward`, unchanged.
 //! [`ConvolutionGradients`] (`NDHTL_CONV_GRADIENTS`) overrides that choice: for side-by-side
-//! benchmarks (`ndhtl bench`, the `*_burn_conv_grads` workloads), tests, and as a way back
+//! benchmarks (`ndhtl bench`, the `*_burn_conv_grads` and `infer_b1000_burn_conv` workloads), tests, and as a way back
 //! without a rebuild.
 // burn-tch is deprecated upstream, but it is the only GPU path buildable here (README).
 #![allow(deprecated)]
 
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchTensorKind, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, DispatchTensorKind, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -42,25 +44,23 @@ pub trait ConvolutionBackend: Backend {
     }
 }
 
-// [`conv2d`] sends flex tensors to `Conv2d::forward` and never here; these impls keep the
-// dispatch total (and the non-tch build's selector list non-empty), so a direct call on flex
-// gets Burn's `conv2d` instead of a panic.
-impl ConvolutionBackend for Flex {}
-impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<Flex, C> {}
+// Flex's impls, the batched host convolution, are in `super::conv_flex`.
 
 #[cfg(feature = "tch")]
 impl ConvolutionBackend for burn::backend::LibTorch {}
 
-/// Where the convolutions' gradients come from (`NDHTL_CONV_GRADIENTS`).
+/// Who computes the convolutions and their gradients (`NDHTL_CONV_GRADIENTS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvolutionGradients {
     /// libtorch's own backward on a GPU, and on the CPU up to batch
-    /// [`CPU_LARGEST_BATCH_FOR_LIBTORCH`]; Burn's formulas otherwise. The default.
+    /// [`CPU_LARGEST_BATCH_FOR_LIBTORCH`]; on flex the batched host convolution from batch
+    /// [`FLEX_SMALLEST_BATCH_FOR_HOST`]; Burn's otherwise. The default.
     #[default]
     Auto,
-    /// libtorch's own backward at every batch size (on libtorch with autodiff).
+    /// The backend's own way at every batch size: libtorch's backward (with autodiff), flex's
+    /// batched host convolution.
     Backend,
-    /// Burn's formulas on every backend.
+    /// Burn's `conv2d` and its formulas on every backend.
     Burn,
 }
 
@@ -68,6 +68,10 @@ pub enum ConvolutionGradients {
 /// [`ConvolutionGradients::Auto`]. Measured (2 cores, AVX-512, 2 threads, STL steps): ATen
 /// 174 vs Burn 130 images/s at batch 2, 460 vs 460 at 8, 1028 vs 1171 at 32, 1469 vs 1629 at 64.
 pub const CPU_LARGEST_BATCH_FOR_LIBTORCH: usize = 8;
+
+/// On flex, the smallest batch that takes the batched host convolution under
+/// [`ConvolutionGradients::Auto`].
+pub const FLEX_SMALLEST_BATCH_FOR_HOST: usize = 1;
 
 static MODE: ProcessSetting<ConvolutionGradients> = ProcessSetting::new(&[
     ConvolutionGradients::Auto,
@@ -100,6 +104,15 @@ impl ConvolutionGradients {
             ConvolutionGradients::Burn => false,
         }
     }
+
+    /// Whether a convolution of a batch of `batch` on flex takes the batched host convolution.
+    pub fn flex_host(self, batch: usize) -> bool {
+        match self {
+            ConvolutionGradients::Auto => batch >= FLEX_SMALLEST_BATCH_FOR_HOST,
+            ConvolutionGradients::Backend => true,
+            ConvolutionGradients::Burn => false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,12 +131,14 @@ impl std::str::FromStr for ConvolutionGradients {
     }
 }
 
-/// `conv.forward(input)` with the same options and values, through [`ConvolutionBackend`].
+/// `conv.forward(input)` with the same options and values (within rounding), through
+/// [`ConvolutionBackend`].
 ///
 /// Convolutions without a bias, or with padding that depends on the input size, take Burn's
 /// `Conv2d::forward` (the network has neither).
 pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
-    if ConvolutionGradients::current() == ConvolutionGradients::Burn {
+    let mode = ConvolutionGradients::current();
+    if mode == ConvolutionGradients::Burn {
         return conv.forward(input);
     }
     let Some(options) = symmetric_options(conv) else {
@@ -132,9 +147,15 @@ pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     let Some(bias) = conv.bias.as_ref() else {
         return conv.forward(input);
     };
+    let batch = input.dims()[0];
     let input = input.into_dispatch();
-    if !on_libtorch(&input.kind) {
-        // Only libtorch has another way: everywhere else, exactly Burn's `Conv2d::forward`.
+    // libtorch's extension chooses by batch and device itself (`conv_torch`).
+    let takes_extension = match backend_of(&input.kind) {
+        Some(ExtendedBackend::LibTorch) => true,
+        Some(ExtendedBackend::Flex) => mode.flex_host(batch),
+        None => false,
+    };
+    if !takes_extension {
         return conv.forward(Tensor::from_dispatch(input));
     }
     let output = <Dispatch as ConvolutionBackend>::conv2d_with_bias(
@@ -146,13 +167,23 @@ pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     Tensor::from_dispatch(output)
 }
 
-/// Whether a tensor lives on libtorch, with or without autodiff.
-fn on_libtorch(kind: &DispatchTensorKind) -> bool {
+/// The backends with a convolution of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExtendedBackend {
+    Flex,
+    #[cfg_attr(not(feature = "tch"), allow(dead_code))]
+    LibTorch,
+}
+
+/// Which of them a tensor lives on, with or without autodiff.
+fn backend_of(kind: &DispatchTensorKind) -> Option<ExtendedBackend> {
     match kind {
-        DispatchTensorKind::Autodiff(inner) => on_libtorch(inner),
+        DispatchTensorKind::Autodiff(inner) => backend_of(inner),
+        DispatchTensorKind::Flex(_) => Some(ExtendedBackend::Flex),
         #[cfg(feature = "tch")]
-        DispatchTensorKind::LibTorch(_) => true,
-        _ => false,
+        DispatchTensorKind::LibTorch(_) => Some(ExtendedBackend::LibTorch),
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }
 

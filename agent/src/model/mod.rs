@@ -3,6 +3,8 @@
 pub mod alexnet;
 pub mod clamp;
 pub mod conv;
+mod conv_flex;
+pub mod conv_host;
 #[cfg(feature = "tch")]
 mod conv_torch;
 pub mod cross_entropy;
