@@ -10,14 +10,17 @@
 //!
 //! So with autodiff on libtorch, [`conv2d`] records small-batch convolutions on the CPU, and all
 //! of them on a GPU, as one node whose backward asks libtorch for the gradients at once
-//! ([`super::conv_torch`]). On flex, batches from [`FLEX_SMALLEST_BATCH_FOR_HOST`] on take
-//! ndhtl's batched host convolution ([`super::conv_host`], wired in `super::conv_flex`): Burn's
-//! flex convolution multiplies each sample by the weights apart, which for the AlexNet's small
-//! later layers is a product of 4 or 16 columns per sample.
-//! Everywhere else it is Burn's `Conv2d::forward`, unchanged.
+//! ([`super::conv_torch`]).
+//!
+//! On flex, every convolution takes ndhtl's batched host convolution ([`super::conv_host`],
+//! wired in `super::conv_flex`). Burn's flex convolution multiplies each sample by the weights
+//! apart, which for the AlexNet's small later layers is a product of 4 or 16 columns per
+//! sample, and differentiates it with the formulas above. Everywhere else it is Burn's
+//! `Conv2d::forward`, unchanged.
+//!
 //! [`ConvolutionGradients`] (`NDHTL_CONV_GRADIENTS`) overrides that choice: for side-by-side
-//! benchmarks (`ndhtl bench`, the `*_burn_conv_grads` and `infer_b1000_burn_conv` workloads), tests, and as a way back
-//! without a rebuild.
+//! benchmarks (`ndhtl bench`, the `*_burn_conv_grads` and `infer_b1000_burn_conv` workloads),
+//! tests, and as a way back without a rebuild.
 // burn-tch is deprecated upstream, but it is the only GPU path buildable here (README).
 #![allow(deprecated)]
 
@@ -53,8 +56,8 @@ impl ConvolutionBackend for burn::backend::LibTorch {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvolutionGradients {
     /// libtorch's own backward on a GPU, and on the CPU up to batch
-    /// [`CPU_LARGEST_BATCH_FOR_LIBTORCH`]; on flex the batched host convolution from batch
-    /// [`FLEX_SMALLEST_BATCH_FOR_HOST`]; Burn's otherwise. The default.
+    /// [`CPU_LARGEST_BATCH_FOR_LIBTORCH`], Burn's above; on flex the batched host convolution.
+    /// The default.
     #[default]
     Auto,
     /// The backend's own way at every batch size: libtorch's backward (with autodiff), flex's
@@ -68,10 +71,6 @@ pub enum ConvolutionGradients {
 /// [`ConvolutionGradients::Auto`]. Measured (2 cores, AVX-512, 2 threads, STL steps): ATen
 /// 174 vs Burn 130 images/s at batch 2, 460 vs 460 at 8, 1028 vs 1171 at 32, 1469 vs 1629 at 64.
 pub const CPU_LARGEST_BATCH_FOR_LIBTORCH: usize = 8;
-
-/// On flex, the smallest batch that takes the batched host convolution under
-/// [`ConvolutionGradients::Auto`].
-pub const FLEX_SMALLEST_BATCH_FOR_HOST: usize = 1;
 
 static MODE: ProcessSetting<ConvolutionGradients> = ProcessSetting::new(&[
     ConvolutionGradients::Auto,
@@ -105,13 +104,11 @@ impl ConvolutionGradients {
         }
     }
 
-    /// Whether a convolution of a batch of `batch` on flex takes the batched host convolution.
-    pub fn flex_host(self, batch: usize) -> bool {
-        match self {
-            ConvolutionGradients::Auto => batch >= FLEX_SMALLEST_BATCH_FOR_HOST,
-            ConvolutionGradients::Backend => true,
-            ConvolutionGradients::Burn => false,
-        }
+    /// Whether a convolution on flex takes the batched host convolution: at every batch size
+    /// unless Burn's is asked for. Measured on the 2-core CPU (2026-12-07, README "Benchmark"),
+    /// it makes a whole STL step 2.8× faster at batch 1 and 1.9× at batch 128.
+    pub fn flex_host(self) -> bool {
+        self != ConvolutionGradients::Burn
     }
 }
 
@@ -147,12 +144,11 @@ pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     let Some(bias) = conv.bias.as_ref() else {
         return conv.forward(input);
     };
-    let batch = input.dims()[0];
     let input = input.into_dispatch();
     // libtorch's extension chooses by batch and device itself (`conv_torch`).
     let takes_extension = match backend_of(&input.kind) {
         Some(ExtendedBackend::LibTorch) => true,
-        Some(ExtendedBackend::Flex) => mode.flex_host(batch),
+        Some(ExtendedBackend::Flex) => mode.flex_host(),
         None => false,
     };
     if !takes_extension {
@@ -243,5 +239,12 @@ mod tests {
         assert!(auto.libtorch_backward(128, true));
         assert!(ConvolutionGradients::Backend.libtorch_backward(128, false));
         assert!(!ConvolutionGradients::Burn.libtorch_backward(1, true));
+    }
+
+    #[test]
+    fn flex_takes_the_host_convolution_unless_burns_is_asked_for() {
+        assert!(ConvolutionGradients::Auto.flex_host());
+        assert!(ConvolutionGradients::Backend.flex_host());
+        assert!(!ConvolutionGradients::Burn.flex_host());
     }
 }
