@@ -336,3 +336,31 @@ fn without_autodiff_a_batch_agrees_with_burns_conv2d_at_every_layer() {
         assert_close(&format!("conv{} y", layer + 1), &ours, &burns, 1e-4);
     }
 }
+
+#[test]
+fn inputs_that_are_views_give_burns_values() {
+    // A slice of a larger batch (a contiguous block at an offset) and a transposed image
+    // (not contiguous): the host convolution must read them in logical order.
+    let device = ComputeDevice::for_tests().device;
+    let layout = CONV_LAYOUT[1];
+    let (cin, _, _, stride, pad) = layout;
+    let conv = random_convolution(layout, 19, &device);
+    let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
+    let bias = conv.bias.as_ref().map(|bias| bias.val());
+    let batch = random_tensor(60, [6, cin, 4, 4], &device);
+    let views = [
+        ("a slice at an offset", batch.clone().slice([2..5])),
+        ("a transposed batch", batch.swap_dims(2, 3)),
+    ];
+    for (name, x) in views {
+        let ours = host(conv2d(&conv, x.clone()));
+        let copy = Tensor::<4>::from_data(x.to_data(), &device);
+        let burns = host(burn_conv2d(
+            copy,
+            conv.weight.val(),
+            bias.clone(),
+            options.clone(),
+        ));
+        assert_close(name, &ours, &burns, 1e-4);
+    }
+}

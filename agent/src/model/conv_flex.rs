@@ -89,14 +89,17 @@ fn host_shape(
     (bias.layout().shape().to_vec() == [shape.channels_out]).then_some(shape)
 }
 
-/// A flex tensor's values, f32, in row-major order (copied only when not contiguous).
+/// A flex tensor's values, f32, in row-major order: borrowed when its layout is one contiguous
+/// block (at any offset), else copied out in order.
 fn host_values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    if tensor.is_contiguous()
-        && let Some(values) = tensor.as_slice::<f32>()
-    {
+    if let Some(values) = tensor.as_slice::<f32>() {
         return std::borrow::Cow::Borrowed(values);
     }
-    std::borrow::Cow::Owned(tensor.to_contiguous().storage::<f32>().to_vec())
+    let contiguous = tensor.to_contiguous();
+    let values = contiguous
+        .as_slice::<f32>()
+        .expect("to_contiguous gives one contiguous block of f32");
+    std::borrow::Cow::Owned(values.to_vec())
 }
 
 fn forward(
