@@ -1,8 +1,9 @@
 //! The network's convolution (`model::conv::conv2d`): values and gradients by hand, by central
 //! differences, and against Burn's own `conv2d` on the same device, for the layouts of the
-//! AlexNet. On libtorch with autodiff it runs through ATen's convolution backward, so
-//! `NDHTL_TEST_DEVICE=tch:cpu` (CI) or `tch:cuda:0` (deploy/gpu-check.sh) tests that path; on
-//! flex (the default) it is ndhtl's batched host convolution (`model::conv_host`).
+//! AlexNet. On the CPU it is ndhtl's batched host convolution (`model::conv_host`), on flex (the
+//! default) and on `NDHTL_TEST_DEVICE=tch:cpu` (CI); with `NDHTL_CONV_GRADIENTS=backend` on
+//! tch:cpu (CI), and on `tch:cuda:0` (deploy/gpu-check.sh), libtorch's forward and ATen's
+//! convolution backward.
 
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
@@ -10,18 +11,33 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
-use ndhtl_agent::device::ComputeDevice;
+use ndhtl_agent::device::{BackendKind, ComputeDevice};
 use ndhtl_agent::model::alexnet::CONV_LAYOUT;
-use ndhtl_agent::model::conv::conv2d;
+use ndhtl_agent::model::conv::{ConvolutionGradients, conv2d};
+use ndhtl_agent::model::conv_host::{ConvShape, conv2d_forward};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::sync::Once;
 
 #[path = "common/tensors.rs"]
 mod tensors;
 use tensors::{assert_close, assert_gradient_matches_central_differences, host};
 
+/// The test device (`NDHTL_TEST_DEVICE`), with the convolution `NDHTL_CONV_GRADIENTS` asks
+/// for: CI runs these tests on tch:cpu twice, with the host convolution (the default) and with
+/// `backend` (libtorch's forward and ATen's backward, the path a GPU takes).
+fn test_device() -> ComputeDevice {
+    static SETTING: Once = Once::new();
+    SETTING.call_once(|| {
+        let setting =
+            ConvolutionGradients::from_environment().unwrap_or_else(|error| panic!("{error}"));
+        setting.apply();
+    });
+    ComputeDevice::for_tests()
+}
+
 fn device() -> Device {
-    ComputeDevice::for_tests().autodiff()
+    test_device().autodiff()
 }
 
 fn random_values(seed: u64, count: usize) -> Vec<f32> {
@@ -323,7 +339,7 @@ fn a_batch_spanning_several_chunks_agrees_with_burns_conv2d_at_every_layer() {
 #[test]
 fn without_autodiff_a_batch_agrees_with_burns_conv2d_at_every_layer() {
     // Evaluation's path: the device without autodiff (on flex, the host convolution's forward).
-    let device = ComputeDevice::for_tests().device;
+    let device = test_device().device;
     let sizes = [32, 4, 2, 2, 2];
     for (layer, (layout, size)) in CONV_LAYOUT.iter().zip(sizes).enumerate() {
         let (cin, _, _, stride, pad) = *layout;
@@ -341,7 +357,7 @@ fn without_autodiff_a_batch_agrees_with_burns_conv2d_at_every_layer() {
 fn inputs_that_are_views_give_burns_values() {
     // A slice of a larger batch (a contiguous block at an offset) and a transposed image
     // (not contiguous): the host convolution must read them in logical order.
-    let device = ComputeDevice::for_tests().device;
+    let device = test_device().device;
     let layout = CONV_LAYOUT[1];
     let (cin, _, _, stride, pad) = layout;
     let conv = random_convolution(layout, 19, &device);
@@ -362,5 +378,57 @@ fn inputs_that_are_views_give_burns_values() {
             options.clone(),
         ));
         assert_close(name, &ours, &burns, 1e-4);
+    }
+}
+
+#[test]
+fn on_the_cpu_the_default_is_the_host_convolution_bit_for_bit() {
+    // The host convolution's values are the same bits as `conv_host::conv2d_forward` on the
+    // same inputs; libtorch's and Burn's kernels round differently. So this fails if a CPU
+    // backend silently falls back to another convolution at batch 1, where flex and libtorch's
+    // CPU both take the host convolution by default.
+    let test_device = test_device();
+    let setting = ConvolutionGradients::current();
+    let takes_host = match (test_device.backend, setting) {
+        (_, ConvolutionGradients::Burn) => false,
+        (BackendKind::Tch, ConvolutionGradients::Backend) => false,
+        _ => !test_device.is_gpu(),
+    };
+    if !takes_host {
+        eprintln!(
+            "skipped: {} with NDHTL_CONV_GRADIENTS={setting:?} takes another convolution",
+            test_device.label()
+        );
+        return;
+    }
+    for (layer, &layout) in CONV_LAYOUT.iter().enumerate() {
+        let (cin, cout, kernel, stride, pad) = layout;
+        for device in [test_device.device.clone(), test_device.autodiff()] {
+            let conv = random_convolution(layout, 40 + layer as u64, &device);
+            let x = random_tensor(50 + layer as u64, [1, cin, 8, 8], &device);
+            let as_f32 =
+                |values: Vec<f64>| values.into_iter().map(|v| v as f32).collect::<Vec<_>>();
+            let shape = ConvShape::new(
+                [1, cin, 8, 8],
+                [cout, cin, kernel, kernel],
+                [stride, stride],
+                [pad, pad],
+                [1, 1],
+            )
+            .unwrap();
+            let expected = conv2d_forward(
+                &shape,
+                &as_f32(host(x.clone())),
+                &as_f32(host(conv.weight.val())),
+                Some(&as_f32(host(conv.bias.as_ref().unwrap().val()))),
+            );
+            let ours = as_f32(host(conv2d(&conv, x)));
+            assert!(
+                ours == expected,
+                "conv{}: not the host convolution's bits on {}",
+                layer + 1,
+                test_device.label()
+            );
+        }
     }
 }

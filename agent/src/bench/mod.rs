@@ -6,8 +6,11 @@
 //!   (`train::optimizer`): what fusing the update saves, in the same run;
 //! - `train_b128_burn_conv_grads`, `train_b1_stl_burn_conv_grads`: those steps with Burn's
 //!   convolution and its gradient formulas on every backend instead of the default choice
-//!   (`model::conv`: on flex ndhtl's batched host convolution at every batch; on libtorch's
-//!   CPU ATen's backward at batch 1 only, on a GPU at both);
+//!   (`model::conv`: on the CPU, flex and libtorch, ndhtl's batched host convolution; on a GPU
+//!   libtorch's forward and ATen's backward);
+//! - `train_b128_aten_conv`, `train_b1_stl_aten_conv`, `train_b1_ndhtl_k10_aten_conv`,
+//!   `infer_b1000_aten_conv` (libtorch on the CPU only): those workloads with libtorch's own
+//!   convolution, ATen's forward and backward (oneDNN), instead of the host convolution;
 //! - `train_b1_stl_pageable_uploads` (CUDA devices only): that step with burn-tch's synchronous
 //!   copies from pageable memory instead of pinned, asynchronous ones (`upload`);
 //! - `train_b1_ndhtl_k10`: NDHTL at batch 1, a plastic step every image, a backward every 10;
@@ -19,7 +22,7 @@
 //!   (P2's softmax and the loss's log-softmax of 1×10 logits, forward and backward), fused and
 //!   Burn's composite: the per-step overhead the fused one cuts;
 //! - `infer_b1000`: inference on a batch of 1000; `infer_b1000_burn_conv` with Burn's
-//!   convolution (on flex; the same as `infer_b1000` on libtorch);
+//!   convolution (on libtorch, ATen's forward as `infer_b1000_aten_conv`);
 //! - `pipeline`: the input pipeline alone (augment + normalise), to show it never limits training.
 //!
 //! Each is warmed up, then timed `repeats` times; the median is reported in images per second.
@@ -37,7 +40,7 @@ use serde::Serialize;
 use crate::data::TaskImages;
 use crate::data::cifar_format::IMAGE_BYTES;
 use crate::data::pipeline::{Augmentation, EpochPlan, Normalization, assemble_batch};
-use crate::device::ComputeDevice;
+use crate::device::{BackendKind, ComputeDevice};
 use crate::model::conv::ConvolutionGradients;
 use crate::model::loss::cross_entropy;
 use crate::model::softmax::SoftmaxKernels;
@@ -335,7 +338,12 @@ fn bench_training_loop(
 
 /// `measure` with Burn's convolution and its gradient formulas on every backend.
 fn with_burn_conv_gradients(measure: impl FnOnce() -> f64) -> f64 {
-    let previous = ConvolutionGradients::Burn.apply();
+    with_convolution(ConvolutionGradients::Burn, measure)
+}
+
+/// `measure` with the convolutions as `setting` asks.
+fn with_convolution(setting: ConvolutionGradients, measure: impl FnOnce() -> f64) -> f64 {
+    let previous = setting.apply();
     let seconds_per_step = measure();
     previous.apply();
     seconds_per_step
@@ -374,9 +382,26 @@ pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -
     run("train_b128_burn_conv_grads", 128, &|| {
         with_burn_conv_gradients(|| bench_stl_train(device, plan, 128, 8, SgdKernel::current()))
     });
+    let on_libtorch_cpu = device.backend == BackendKind::Tch && !device.is_gpu();
+    if on_libtorch_cpu {
+        // libtorch's own convolution (ATen's forward and backward, oneDNN) against the host
+        // convolution the CPU takes by default (`model::conv`).
+        run("train_b128_aten_conv", 128, &|| {
+            with_convolution(ConvolutionGradients::Backend, || {
+                bench_stl_train(device, plan, 128, 8, SgdKernel::current())
+            })
+        });
+    }
     run("train_b1_stl", 1, &|| {
         bench_stl_train(device, plan, 1, 200, SgdKernel::current())
     });
+    if on_libtorch_cpu {
+        run("train_b1_stl_aten_conv", 1, &|| {
+            with_convolution(ConvolutionGradients::Backend, || {
+                bench_stl_train(device, plan, 1, 200, SgdKernel::current())
+            })
+        });
+    }
     run("train_b1_stl_unfused_sgd", 1, &|| {
         bench_stl_train(device, plan, 1, 200, SgdKernel::TensorOps)
     });
@@ -395,6 +420,13 @@ pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -
     run("train_b1_ndhtl_k10", 1, &|| {
         bench_ndhtl_train(device, plan, 10, 20)
     });
+    if on_libtorch_cpu {
+        run("train_b1_ndhtl_k10_aten_conv", 1, &|| {
+            with_convolution(ConvolutionGradients::Backend, || {
+                bench_ndhtl_train(device, plan, 10, 20)
+            })
+        });
+    }
     run("train_b1_ndhtl_k10_burn_softmax", 1, &|| {
         with_burn_softmax(|| bench_ndhtl_train(device, plan, 10, 20))
     });
@@ -414,5 +446,12 @@ pub fn bench_device(device: &ComputeDevice, plan: &BenchPlan, only: &[String]) -
     run("infer_b1000_burn_conv", 1000, &|| {
         with_burn_conv_gradients(|| bench_inference(device, plan, 1000))
     });
+    if on_libtorch_cpu {
+        run("infer_b1000_aten_conv", 1000, &|| {
+            with_convolution(ConvolutionGradients::Backend, || {
+                bench_inference(device, plan, 1000)
+            })
+        });
+    }
     results
 }

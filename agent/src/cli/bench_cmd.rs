@@ -89,6 +89,22 @@ fn rounds_won(ours: &[f64], reference: &[f64]) -> Option<(usize, usize)> {
     Some((won, ours.len()))
 }
 
+/// Adds the workloads of `measured` (one backend's, in its order) that `order` lacks, each right
+/// after the workload before it in `measured`, so that the table lists every backend's rows
+/// (some run only on one backend) in the bench's order.
+fn merge_workload_order(order: &mut Vec<&'static str>, measured: &[&'static str]) {
+    let mut insert_at = 0;
+    for &workload in measured {
+        match order.iter().position(|&known| known == workload) {
+            Some(position) => insert_at = position + 1,
+            None => {
+                order.insert(insert_at, workload);
+                insert_at += 1;
+            }
+        }
+    }
+}
+
 fn run_pytorch(
     args: &BenchArgs,
     plan: &BenchPlan,
@@ -194,7 +210,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for &backend in &backends {
             let device = ComputeDevice::resolve(spec, Some(backend))?;
             let measured: Vec<Measurement> = bench_device(&device, &plan, &args.only);
-            order = measured.iter().map(|m| m.workload).collect();
+            let workloads: Vec<&'static str> = measured.iter().map(|m| m.workload).collect();
+            merge_workload_order(&mut order, &workloads);
             let figures = measured
                 .into_iter()
                 .map(|m| (m.workload.to_string(), m.images_per_second));
@@ -254,7 +271,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
             row.push_str(&reference.map_or(" – |".into(), |v| format!(" {v:.1} |")));
         }
         for label in &labels {
-            let ours = results[label].get(*workload).copied().unwrap_or(f64::NAN);
+            let Some(ours) = results[label].get(*workload).copied() else {
+                // A workload this backend does not run (`*_aten_conv` on flex, say).
+                row.push_str(" – |");
+                if pytorch.is_some() {
+                    row.push_str(" – |");
+                }
+                if paired {
+                    row.push_str(" – |");
+                }
+                continue;
+            };
             row.push_str(&format!(" {ours:.1} |"));
             if let Some(reference) = reference {
                 row.push_str(&format!(" {:.2} |", ours / reference));
@@ -303,7 +330,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::rounds_won;
+    use super::{merge_workload_order, rounds_won};
+
+    #[test]
+    fn every_backends_workloads_are_listed_in_the_bench_order() {
+        let mut order = Vec::new();
+        merge_workload_order(&mut order, &["b128", "b128_aten", "b1", "b1_aten", "infer"]);
+        merge_workload_order(&mut order, &["b128", "b128_burn", "b1", "infer"]);
+        assert_eq!(
+            order,
+            ["b128", "b128_burn", "b128_aten", "b1", "b1_aten", "infer"]
+        );
+        // A second round adds nothing.
+        merge_workload_order(&mut order, &["b128", "b128_aten", "b1", "b1_aten", "infer"]);
+        assert_eq!(order.len(), 6);
+    }
 
     #[test]
     fn rounds_are_paired_by_index_and_ties_are_not_wins() {

@@ -2,25 +2,22 @@
 //! and their gradients its fastest way.
 //!
 //! Burn differentiates `conv2d` with its own formulas: a transposed convolution for the input
-//! gradient and a convolution over the swapped batch and channel axes for the weight gradient.
-//! On libtorch that leaves ATen's own convolution backward (oneDNN on the CPU, cuDNN on a GPU)
-//! unused. Measured on the 2-core CPU (README, "Benchmark"): at batch 1, ATen's backward makes
-//! a whole STL step about 25 % faster (most of it in the weight gradient); from batch 8 on,
-//! Burn's formulas are as fast or faster (at batch 32–128 by 5–20 %).
+//! gradient and a convolution over the swapped batch and channel axes for the weight gradient,
+//! and its flex convolution multiplies each sample by the weights apart, which for the
+//! AlexNet's small later layers is a product of 4 or 16 columns per sample.
 //!
-//! So with autodiff on libtorch, [`conv2d`] records small-batch convolutions on the CPU, and all
-//! of them on a GPU, as one node whose backward asks libtorch for the gradients at once
-//! ([`super::conv_torch`]).
-//!
-//! On flex, every convolution takes ndhtl's batched host convolution ([`super::conv_host`],
-//! wired in `super::conv_flex`). Burn's flex convolution multiplies each sample by the weights
-//! apart, which for the AlexNet's small later layers is a product of 4 or 16 columns per
-//! sample, and differentiates it with the formulas above. Everywhere else it is Burn's
-//! `Conv2d::forward`, unchanged.
+//! So on flex every convolution takes ndhtl's batched host convolution ([`super::conv_host`]:
+//! one matrix product per chunk of samples; wired in `super::conv_flex`), forward and as one
+//! autodiff node for the three gradients: measured on the 2-core CPU (README, "Benchmark"), a
+//! whole batch-1 STL step 2.6–3.7× faster than with Burn's, batch 128 1.7–1.9×. On libtorch's
+//! CPU the host convolution takes batch 1 (`super::conv_torch_host`; about 1.7× ATen's on one
+//! thread), ATen's backward (oneDNN) batches up to [`CPU_LARGEST_BATCH_FOR_ATEN`], and Burn's
+//! formulas larger ones; on a GPU, libtorch's forward and ATen's own convolution backward
+//! (cuDNN), one node (`super::conv_torch`).
 //!
 //! [`ConvolutionGradients`] (`NDHTL_CONV_GRADIENTS`) overrides that choice: for side-by-side
-//! benchmarks (`ndhtl bench`, the `*_burn_conv_grads` and `infer_b1000_burn_conv` workloads),
-//! tests, and as a way back without a rebuild.
+//! benchmarks (`ndhtl bench`, the `*_burn_conv*` and `*_aten_conv` workloads), tests, and as a
+//! way back without a rebuild.
 // burn-tch is deprecated upstream, but it is the only GPU path buildable here (README).
 #![allow(deprecated)]
 
@@ -33,8 +30,8 @@ use burn::tensor::Tensor;
 
 use crate::process_setting::{self, ProcessSetting};
 
-/// A 2-D convolution with a bias. The default body is Burn's; only autodiff on libtorch
-/// replaces it.
+/// A 2-D convolution with a bias. The default body is Burn's; flex (`super::conv_flex`) and
+/// libtorch (`super::conv_torch`) replace it.
 #[backend_extension(Flex, LibTorch: cfg(feature = "tch"), Autodiff)]
 pub trait ConvolutionBackend: Backend {
     fn conv2d_with_bias(
@@ -47,30 +44,45 @@ pub trait ConvolutionBackend: Backend {
     }
 }
 
-// Flex's impls, the batched host convolution, are in `super::conv_flex`.
-
-#[cfg(feature = "tch")]
-impl ConvolutionBackend for burn::backend::LibTorch {}
-
 /// Who computes the convolutions and their gradients (`NDHTL_CONV_GRADIENTS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvolutionGradients {
-    /// libtorch's own backward on a GPU, and on the CPU up to batch
-    /// [`CPU_LARGEST_BATCH_FOR_LIBTORCH`], Burn's above; on flex the batched host convolution.
-    /// The default.
+    /// ndhtl's host convolution on the CPU (flex and libtorch), libtorch's forward and ATen's
+    /// backward on a GPU. The default.
     #[default]
     Auto,
-    /// The backend's own way at every batch size: libtorch's backward (with autodiff), flex's
-    /// batched host convolution.
+    /// The backend's own kernels: on libtorch its forward and ATen's backward on every device
+    /// (what a GPU runs; the op census counts this path on the CPU); flex has none of its own
+    /// beyond Burn's, so there the host convolution as under `Auto`.
     Backend,
     /// Burn's `conv2d` and its formulas on every backend.
     Burn,
 }
 
-/// On the CPU, the largest batch for which libtorch's own convolution backward is used under
-/// [`ConvolutionGradients::Auto`]. Measured (2 cores, AVX-512, 2 threads, STL steps): ATen
-/// 174 vs Burn 130 images/s at batch 2, 460 vs 460 at 8, 1028 vs 1171 at 32, 1469 vs 1629 at 64.
-pub const CPU_LARGEST_BATCH_FOR_LIBTORCH: usize = 8;
+/// How one convolution on libtorch is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibTorchConvolution {
+    /// ndhtl's host convolution on libtorch's CPU memory (`super::conv_torch_host`).
+    Host,
+    /// libtorch's forward and ATen's `convolution_backward`, one autodiff node.
+    Aten,
+    /// Burn's `conv2d` on libtorch (ATen's forward) and Burn's gradient formulas.
+    Burn,
+}
+
+/// On libtorch's CPU, the largest batch for which [`ConvolutionGradients::Auto`] takes the host
+/// convolution. Measured on the 2-core AVX-512 CPU (2026-12-07, STL steps, images/s, host vs
+/// ATen's): batch 1 142–152 vs 80–90 on one thread, 105–123 vs 90–124 on two; batch 2 193 vs
+/// 212 on one thread, 227 vs 146 on two; batch 4 340 vs 355 and 292 vs 399; batch 8 475 vs 469
+/// and 497 vs 611. So the paper's batch-1 regime only.
+pub const CPU_LARGEST_BATCH_FOR_HOST: usize = 1;
+
+/// On libtorch's CPU, the largest batch for which [`ConvolutionGradients::Auto`] takes ATen's
+/// convolution backward; above it, libtorch's forward (oneDNN) and Burn's gradient formulas.
+/// Measured (2 cores, AVX-512, 2 threads, STL steps): ATen 174 vs Burn 130 images/s at
+/// batch 2, 460 vs 460 at 8, 1028 vs 1171 at 32, 1469 vs 1629 at 64; 2026-12-07: 611 vs 547 at
+/// 8, 1632 vs 1981 at 128.
+pub const CPU_LARGEST_BATCH_FOR_ATEN: usize = 8;
 
 static MODE: ProcessSetting<ConvolutionGradients> = ProcessSetting::new(&[
     ConvolutionGradients::Auto,
@@ -94,13 +106,20 @@ impl ConvolutionGradients {
         process_setting::from_environment("NDHTL_CONV_GRADIENTS")
     }
 
-    /// Whether a convolution of a batch of `batch` on this device class takes libtorch's own
-    /// backward.
-    pub fn libtorch_backward(self, batch: usize, on_gpu: bool) -> bool {
-        match self {
-            ConvolutionGradients::Auto => on_gpu || batch <= CPU_LARGEST_BATCH_FOR_LIBTORCH,
-            ConvolutionGradients::Backend => true,
-            ConvolutionGradients::Burn => false,
+    /// How a convolution of a batch of `batch` on libtorch, on a GPU or the CPU, is computed.
+    pub fn libtorch(self, batch: usize, on_gpu: bool) -> LibTorchConvolution {
+        match (self, on_gpu) {
+            (ConvolutionGradients::Burn, _) => LibTorchConvolution::Burn,
+            (ConvolutionGradients::Backend, _) | (ConvolutionGradients::Auto, true) => {
+                LibTorchConvolution::Aten
+            }
+            (ConvolutionGradients::Auto, false) if batch <= CPU_LARGEST_BATCH_FOR_HOST => {
+                LibTorchConvolution::Host
+            }
+            (ConvolutionGradients::Auto, false) if batch <= CPU_LARGEST_BATCH_FOR_ATEN => {
+                LibTorchConvolution::Aten
+            }
+            (ConvolutionGradients::Auto, false) => LibTorchConvolution::Burn,
         }
     }
 
@@ -230,15 +249,26 @@ mod tests {
     }
 
     #[test]
-    fn auto_takes_libtorch_on_a_gpu_and_on_the_cpu_up_to_the_measured_batch() {
-        let auto = ConvolutionGradients::Auto;
-        assert!(auto.libtorch_backward(1, false));
-        assert!(auto.libtorch_backward(CPU_LARGEST_BATCH_FOR_LIBTORCH, false));
-        assert!(!auto.libtorch_backward(CPU_LARGEST_BATCH_FOR_LIBTORCH + 1, false));
-        assert!(!auto.libtorch_backward(128, false));
-        assert!(auto.libtorch_backward(128, true));
-        assert!(ConvolutionGradients::Backend.libtorch_backward(128, false));
-        assert!(!ConvolutionGradients::Burn.libtorch_backward(1, true));
+    fn on_libtorch_auto_takes_host_aten_or_burn_by_cpu_batch_and_aten_on_a_gpu() {
+        use LibTorchConvolution::{Aten, Burn, Host};
+        let host = CPU_LARGEST_BATCH_FOR_HOST;
+        let aten = CPU_LARGEST_BATCH_FOR_ATEN;
+        assert!(host < aten);
+        for (batch, on_cpu) in [(1, Host), (host, Host), (host + 1, Aten), (aten, Aten)] {
+            assert_eq!(ConvolutionGradients::Auto.libtorch(batch, false), on_cpu);
+        }
+        for batch in [1, host + 1, aten, aten + 1, 128] {
+            if batch > aten {
+                assert_eq!(ConvolutionGradients::Auto.libtorch(batch, false), Burn);
+            }
+            assert_eq!(ConvolutionGradients::Auto.libtorch(batch, true), Aten);
+            let backend = ConvolutionGradients::Backend;
+            assert_eq!(backend.libtorch(batch, false), Aten);
+            assert_eq!(backend.libtorch(batch, true), Aten);
+            let burn = ConvolutionGradients::Burn;
+            assert_eq!(burn.libtorch(batch, false), Burn);
+            assert_eq!(burn.libtorch(batch, true), Burn);
+        }
     }
 
     #[test]

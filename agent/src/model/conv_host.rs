@@ -176,6 +176,21 @@ pub fn conv2d_forward(
     weight: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    let mut output = vec![0.0f32; shape.batch * shape.output_per_sample()];
+    conv2d_forward_into(shape, input, weight, bias, &mut output);
+    output
+}
+
+/// [`conv2d_forward`] into `output` (`shape.batch` samples of [`ConvShape::output_dims`]),
+/// every element of which it writes: it may hold anything before (a fresh libtorch tensor's
+/// uninitialised memory, `super::conv_torch_host`).
+pub fn conv2d_forward_into(
+    shape: &ConvShape,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) {
     assert_eq!(
         input.len(),
         shape.batch * shape.input_per_sample(),
@@ -185,10 +200,14 @@ pub fn conv2d_forward(
     if let Some(bias) = bias {
         assert_eq!(bias.len(), shape.channels_out, "bias length");
     }
+    assert_eq!(
+        output.len(),
+        shape.batch * shape.output_per_sample(),
+        "output length"
+    );
     let per_chunk = shape.samples_per_chunk(FORWARD_COLUMNS);
-    let mut output = vec![0.0f32; shape.batch * shape.output_per_sample()];
     if output.is_empty() {
-        return output;
+        return;
     }
     output
         .par_chunks_mut(per_chunk * shape.output_per_sample())
@@ -215,7 +234,6 @@ pub fn conv2d_forward(
                 }
             }
         });
-    output
 }
 
 /// The gradients of a convolution, those asked for.

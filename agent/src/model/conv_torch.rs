@@ -1,9 +1,12 @@
-//! Autodiff on libtorch: the convolution's backward is ATen's `convolution_backward` (oneDNN
-//! or ATen's own kernels on the CPU, cuDNN on a GPU), the kernels PyTorch's
-//! `ConvolutionBackward0` runs. Where [`ConvolutionGradients`] says Burn's formulas are faster
-//! (large batches on the CPU), it is Burn's differentiable `conv2d` instead.
+//! The network's convolutions on libtorch, as [`ConvolutionGradients`] chooses
+//! ([`LibTorchConvolution`]): at batch 1 on the CPU ndhtl's host convolution
+//! ([`super::conv_torch_host`]); on a GPU, on the CPU up to batch 8, and wherever
+//! `NDHTL_CONV_GRADIENTS=backend` asks, libtorch's forward with ATen's
+//! `convolution_backward` (oneDNN or ATen's own kernels on the CPU, cuDNN on a GPU), the kernels
+//! PyTorch's `ConvolutionBackward0` runs; above batch 8 on the CPU, and with `=burn`, Burn's
+//! differentiable `conv2d`.
 //!
-//! Forward: burn-tch's convolution, with Burn's handles of the input and weight kept as the
+//! ATen's path. Forward: burn-tch's convolution, with Burn's handles of the input and weight kept as the
 //! backward's state. While they live, burn-tch sees those buffers as shared and never updates
 //! them in place, so the backward reads the values the forward saw. Backward: one call of
 //! `convolution_backward` (`crate::aten_ops`) for the gradients of exactly the tracked inputs,
@@ -25,8 +28,26 @@ use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, LibTorch};
 
-use super::conv::{ConvolutionBackend, ConvolutionGradients};
+use super::conv::{ConvolutionBackend, ConvolutionGradients, LibTorchConvolution};
+use super::conv_host::ConvShape;
+use super::conv_torch_host::{self, SavedHostConvolution};
 use crate::aten_ops::{Conv2dGeometry, convolution_backward};
+
+impl ConvolutionBackend for LibTorch {
+    fn conv2d_with_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        if choice(&x) == LibTorchConvolution::Host
+            && let Some(shape) = conv_torch_host::host_shape(&x, &weight, &bias, &options)
+        {
+            return conv_torch_host::forward(&shape, &x, &weight, &bias);
+        }
+        LibTorch::conv2d(x, weight, Some(bias), options)
+    }
+}
 
 impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<LibTorch, C> {
     fn conv2d_with_bias(
@@ -35,33 +56,80 @@ impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<LibTorch, C> {
         bias: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        let batch = x.primitive().tensor.size().first().copied().unwrap_or(1);
-        let on_gpu = x.primitive().tensor.device().is_cuda();
-        let batch = usize::try_from(batch).unwrap_or(usize::MAX);
-        if !ConvolutionGradients::current().libtorch_backward(batch, on_gpu) {
-            // Burn's own differentiable convolution, with its gradient formulas.
-            return <Self as ModuleOps<Self>>::conv2d(x, weight, Some(bias), options);
-        }
-        let prepared = AtenConvolution
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful();
-        let x = x.into_primitive();
-        let weight = weight.into_primitive();
-        let bias = bias.into_primitive();
-        match prepared {
-            OpsKind::Tracked(prep) => {
-                let saved = SavedConvolution {
-                    x: x.clone(),
-                    weight: weight.clone(),
-                    geometry: geometry(&options),
-                };
-                prep.finish(saved, LibTorch::conv2d(x, weight, Some(bias), options))
+        match choice(x.primitive()) {
+            LibTorchConvolution::Burn => {
+                // Burn's own differentiable convolution, with its gradient formulas.
+                <Self as ModuleOps<Self>>::conv2d(x, weight, Some(bias), options)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(LibTorch::conv2d(x, weight, Some(bias), options))
+            LibTorchConvolution::Host => {
+                let shape = conv_torch_host::host_shape(
+                    x.primitive(),
+                    weight.primitive(),
+                    bias.primitive(),
+                    &options,
+                );
+                match shape {
+                    Some(shape) => host_convolution::<C>(shape, x, weight, bias),
+                    None => aten_convolution::<C>(x, weight, bias, options),
+                }
             }
+            LibTorchConvolution::Aten => aten_convolution::<C>(x, weight, bias, options),
         }
+    }
+}
+
+/// What [`ConvolutionGradients`] asks of a convolution of `x`, by its batch and device.
+fn choice(x: &TchTensor) -> LibTorchConvolution {
+    let batch = x.tensor.size().first().copied().unwrap_or(1);
+    let batch = usize::try_from(batch).unwrap_or(usize::MAX);
+    ConvolutionGradients::current().libtorch(batch, x.tensor.device().is_cuda())
+}
+
+/// ndhtl's host convolution on libtorch's CPU memory, one node for the three gradients.
+fn host_convolution<C: CheckpointStrategy>(
+    shape: ConvShape,
+    x: FloatTensor<Autodiff<LibTorch, C>>,
+    weight: FloatTensor<Autodiff<LibTorch, C>>,
+    bias: FloatTensor<Autodiff<LibTorch, C>>,
+) -> FloatTensor<Autodiff<LibTorch, C>> {
+    let prepared = conv_torch_host::HostConvolution
+        .prepare::<C>([x.node(), weight.node(), bias.node()])
+        .compute_bound()
+        .stateful();
+    let x = x.into_primitive();
+    let weight = weight.into_primitive();
+    let bias = bias.into_primitive();
+    let output = conv_torch_host::forward(&shape, &x, &weight, &bias);
+    match prepared {
+        OpsKind::Tracked(prep) => prep.finish(SavedHostConvolution { x, weight, shape }, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
+/// libtorch's forward and ATen's `convolution_backward`, one node for the three gradients.
+fn aten_convolution<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<LibTorch, C>>,
+    weight: FloatTensor<Autodiff<LibTorch, C>>,
+    bias: FloatTensor<Autodiff<LibTorch, C>>,
+    options: ConvOptions<2>,
+) -> FloatTensor<Autodiff<LibTorch, C>> {
+    let prepared = AtenConvolution
+        .prepare::<C>([x.node(), weight.node(), bias.node()])
+        .compute_bound()
+        .stateful();
+    let x = x.into_primitive();
+    let weight = weight.into_primitive();
+    let bias = bias.into_primitive();
+    match prepared {
+        OpsKind::Tracked(prep) => {
+            let saved = SavedConvolution {
+                x: x.clone(),
+                weight: weight.clone(),
+                geometry: geometry(&options),
+            };
+            prep.finish(saved, LibTorch::conv2d(x, weight, Some(bias), options))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(LibTorch::conv2d(x, weight, Some(bias), options)),
     }
 }
 

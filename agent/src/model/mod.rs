@@ -7,6 +7,8 @@ mod conv_flex;
 pub mod conv_host;
 #[cfg(feature = "tch")]
 mod conv_torch;
+#[cfg(feature = "tch")]
+mod conv_torch_host;
 pub mod cross_entropy;
 pub mod init;
 pub mod io;
