@@ -331,7 +331,11 @@ fn a_batch_spanning_several_chunks_agrees_with_burns_conv2d_at_every_layer() {
         let ours = one_batch(*layout, size, 130, true);
         let burns = one_batch(*layout, size, 130, false);
         for ((name, a), b) in names.iter().zip(&ours).zip(&burns) {
-            assert_close(&format!("conv{} {name}", layer + 1), a, b, 1e-4);
+            // ∂w sums 130 samples × up to 64 positions per weight in f32, and libtorch's
+            // backward (ATen, `NDHTL_CONV_GRADIENTS=backend`) and Burn's formulas add them in
+            // different orders: measured worst 1.01e-4 for conv1 on tch:cpu.
+            let tolerance = if *name == "∂w" { 5e-4 } else { 1e-4 };
+            assert_close(&format!("conv{} {name}", layer + 1), a, b, tolerance);
         }
     }
 }
