@@ -29,8 +29,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, LibTorch};
 
 use super::conv::{ConvolutionBackend, ConvolutionGradients, LibTorchConvolution};
-use super::conv_host::ConvShape;
-use super::conv_torch_host::{self, SavedHostConvolution};
+use super::conv_host_node::{HostMemoryBackend, host_convolution, register_convolution_gradients};
 use crate::aten_ops::{Conv2dGeometry, convolution_backward};
 
 impl ConvolutionBackend for LibTorch {
@@ -41,9 +40,9 @@ impl ConvolutionBackend for LibTorch {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         if choice(&x) == LibTorchConvolution::Host
-            && let Some(shape) = conv_torch_host::host_shape(&x, &weight, &bias, &options)
+            && let Some(shape) = LibTorch::host_shape(&x, &weight, &bias, &options)
         {
-            return conv_torch_host::forward(&shape, &x, &weight, &bias);
+            return LibTorch::host_forward(&shape, &x, &weight, &bias);
         }
         LibTorch::conv2d(x, weight, Some(bias), options)
     }
@@ -62,14 +61,14 @@ impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<LibTorch, C> {
                 <Self as ModuleOps<Self>>::conv2d(x, weight, Some(bias), options)
             }
             LibTorchConvolution::Host => {
-                let shape = conv_torch_host::host_shape(
+                let shape = LibTorch::host_shape(
                     x.primitive(),
                     weight.primitive(),
                     bias.primitive(),
                     &options,
                 );
                 match shape {
-                    Some(shape) => host_convolution::<C>(shape, x, weight, bias),
+                    Some(shape) => host_convolution::<LibTorch, C>(shape, x, weight, bias),
                     None => aten_convolution::<C>(x, weight, bias, options),
                 }
             }
@@ -83,27 +82,6 @@ fn choice(x: &TchTensor) -> LibTorchConvolution {
     let batch = x.tensor.size().first().copied().unwrap_or(1);
     let batch = usize::try_from(batch).unwrap_or(usize::MAX);
     ConvolutionGradients::current().libtorch(batch, x.tensor.device().is_cuda())
-}
-
-/// ndhtl's host convolution on libtorch's CPU memory, one node for the three gradients.
-fn host_convolution<C: CheckpointStrategy>(
-    shape: ConvShape,
-    x: FloatTensor<Autodiff<LibTorch, C>>,
-    weight: FloatTensor<Autodiff<LibTorch, C>>,
-    bias: FloatTensor<Autodiff<LibTorch, C>>,
-) -> FloatTensor<Autodiff<LibTorch, C>> {
-    let prepared = conv_torch_host::HostConvolution
-        .prepare::<C>([x.node(), weight.node(), bias.node()])
-        .compute_bound()
-        .stateful();
-    let x = x.into_primitive();
-    let weight = weight.into_primitive();
-    let bias = bias.into_primitive();
-    let output = conv_torch_host::forward(&shape, &x, &weight, &bias);
-    match prepared {
-        OpsKind::Tracked(prep) => prep.finish(SavedHostConvolution { x, weight, shape }, output),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    }
 }
 
 /// libtorch's forward and ATen's `convolution_backward`, one node for the three gradients.
@@ -160,9 +138,9 @@ impl Backward<LibTorch, 3> for AtenConvolution {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node_x, node_weight, node_bias] = ops.parents;
+        let parents = ops.parents.map(|parent| parent.map(|node| node.id));
         let grad = grads.consume::<LibTorch>(&ops.node);
-        let wanted = [node_x.is_some(), node_weight.is_some(), node_bias.is_some()];
+        let wanted = parents.map(|parent| parent.is_some());
         let SavedConvolution {
             x,
             weight,
@@ -170,19 +148,11 @@ impl Backward<LibTorch, 3> for AtenConvolution {
         } = ops.state;
         // Burn's backward cannot return an error: a libtorch failure (a GPU out of memory)
         // panics with its message, which fails the job and keeps the message (`runtime`).
-        let [grad_x, grad_weight, grad_bias] =
+        let gradients =
             convolution_backward(&grad.tensor, &x.tensor, &weight.tensor, &geometry, wanted)
                 .unwrap_or_else(|error| panic!("convolution backward: {error}"));
-        let registrations = [
-            (node_x, grad_x),
-            (node_weight, grad_weight),
-            (node_bias, grad_bias),
-        ];
-        for (node, gradient) in registrations {
-            if let (Some(node), Some(gradient)) = (node, gradient) {
-                grads.register::<LibTorch>(node.id, TchTensor::new(gradient));
-            }
-        }
+        let gradients = gradients.map(|gradient| gradient.map(TchTensor::new));
+        register_convolution_gradients::<LibTorch>(grads, parents, gradients);
     }
 }
 

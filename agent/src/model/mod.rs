@@ -5,6 +5,7 @@ pub mod clamp;
 pub mod conv;
 mod conv_flex;
 pub mod conv_host;
+mod conv_host_node;
 #[cfg(feature = "tch")]
 mod conv_torch;
 #[cfg(feature = "tch")]
