@@ -8,7 +8,7 @@
 //! (`DataLoader(pin_memory=True)`).
 //!
 //! [`float_to_device`] and [`int_to_device`] do the same on libtorch's CUDA devices
-//! ([`crate::upload_torch`]): the values are copied once into page-locked memory from libtorch's
+//! (`crate::upload_torch`): the values are copied once into page-locked memory from libtorch's
 //! caching host allocator, and the device copy is queued on the stream without waiting. The
 //! allocator does not hand that block out again before the copy has finished. Everywhere else
 //! (flex, libtorch's CPU) it is Burn's `Tensor::from_data`, unchanged.

@@ -158,7 +158,7 @@ fn check_training(
     )
 }
 
-/// Source training on CIFAR-10 (spec §5.1; the recipe of [90]).
+/// Source training on CIFAR-10 (spec §5.1; the recipe of \[90\]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {

@@ -43,7 +43,7 @@ pub struct RunnerArgs {
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
     /// Folder for checkpoints (one per lifetime) and metrics.jsonl. An existing checkpoint of the
-    /// same configuration is resumed. Default: runs/<job>-<config hash>.
+    /// same configuration is resumed. Default: `runs/<job>-<config hash>`.
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Where to write one JSON line of metrics per lifetime: `-` for stdout, or a file.

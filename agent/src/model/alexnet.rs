@@ -1,4 +1,4 @@
-//! The CIFAR AlexNet of [90] (bearpaw/pytorch-classification), spec §2.
+//! The CIFAR AlexNet of \[90\] (bearpaw/pytorch-classification), spec §2.
 //!
 //! Conv(3→64, k11, s4, p5)–ReLU–MaxPool2; Conv(64→192, k5, p2)–ReLU–MaxPool2;
 //! Conv(192→384, k3, p1)–ReLU; Conv(384→256, k3, p1)–ReLU; Conv(256→256, k3, p1)–ReLU–MaxPool2;

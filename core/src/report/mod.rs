@@ -1,10 +1,10 @@
 //! Reports from a sweep's results. Pure functions of the fine-tunes' outcomes, so that the
 //! coordinator's API and the command line print the same numbers:
 //!
-//! - [`table3`]: the paper's Table 3 reproduced (per target, STL and NDHTL top-1/top-5 as
+//! - [`table3`](mod@table3): the paper's Table 3 reproduced (per target, STL and NDHTL top-1/top-5 as
 //!   mean ± std over seeds, the paired NDHTL − STL difference with its 95 % confidence interval,
 //!   the paper's numbers beside them, the average row);
-//! - [`grid`]: a metric over any two parameters, mean ± std per cell, the best cell marked;
+//! - [`grid`](mod@grid): a metric over any two parameters, mean ± std per cell, the best cell marked;
 //! - [`best`]: the best configuration per target and over all targets;
 //! - [`params`]: the parameters a report can group by, read from job configurations;
 //! - [`stats`]: means, standard deviations and confidence intervals.

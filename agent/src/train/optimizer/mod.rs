@@ -14,7 +14,7 @@
 //!   ([`host`]);
 //! - on a libtorch GPU with ATen's multi-tensor (foreach) kernels, in place, over all the
 //!   parameters of a step at once: recorded per parameter, run by [`step_and_apply`] after
-//!   Burn's optimizer has handed over every parameter ([`torch`]);
+//!   Burn's optimizer has handed over every parameter (`torch`);
 //! - anywhere else, or when a buffer is strided or not f32, with Burn's tensor ops.
 //!
 //! Its state is recorded under the names of Burn's `SgdState` (`momentum.velocity`), so
@@ -209,7 +209,7 @@ fn tensor_ops_step<const D: usize>(
 }
 
 /// One optimizer step of `module`: Burn's `step`, then the parameter updates it deferred (the
-/// GPU path, [`torch`]). Every training loop steps through this, never `optimizer.step`
+/// GPU path, `torch`). Every training loop steps through this, never `optimizer.step`
 /// alone, or a GPU's parameters would not change.
 pub fn step_and_apply<M: Module>(
     optimizer: &mut ModuleOptimizer,
