@@ -163,9 +163,50 @@ impl ConvShape {
             .filter(|&position| position < self.input[axis])
     }
 
+    /// Along `axis`, for each kernel offset, the output positions that read inside the image
+    /// (the others read padding).
+    fn taps(&self, axis: usize) -> Vec<Tap> {
+        let outputs = self.output()[axis];
+        (0..self.kernel[axis])
+            .map(|kernel| {
+                let inside = |output: &usize| self.input_index(*output, kernel, axis).is_some();
+                let first = (0..outputs).find(inside).unwrap_or(outputs);
+                let end = (first..outputs)
+                    .find(|output| !inside(output))
+                    .unwrap_or(outputs);
+                debug_assert!(
+                    (end..outputs).all(|output| !inside(&output)),
+                    "the output positions inside the image are contiguous"
+                );
+                Tap {
+                    outputs: first..end,
+                    first_input: self.input_index(first, kernel, axis).unwrap_or(0),
+                    stride: self.stride[axis],
+                }
+            })
+            .collect()
+    }
+
     /// Whole samples per chunk so that a chunk has at least `columns` output positions.
     fn samples_per_chunk(&self, columns: usize) -> usize {
         columns.div_ceil(self.output_positions().max(1)).max(1)
+    }
+}
+
+/// The output positions along one axis that read inside the image at one kernel offset: a
+/// contiguous range, whose first position reads input `first_input` and each next one `stride`
+/// further.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tap {
+    outputs: std::ops::Range<usize>,
+    first_input: usize,
+    stride: usize,
+}
+
+impl Tap {
+    /// The input positions of [`Tap::outputs`], in order.
+    fn inputs(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.outputs.len()).map(|step| self.first_input + step * self.stride)
     }
 }
 
@@ -355,30 +396,26 @@ fn gather_columns(shape: &ConvShape, input: &[f32], samples: usize) -> Vec<f32> 
     let positions = output_height * output_width;
     let columns_count = samples * positions;
     let [height, width] = shape.input;
+    let (row_taps, column_taps) = (shape.taps(0), shape.taps(1));
     let mut columns = vec![0.0f32; shape.column_len() * columns_count];
     for sample in 0..samples {
         for plane in 0..shape.channels_in {
             let image =
                 &input[(sample * shape.channels_in + plane) * height * width..][..height * width];
-            for kernel_row in 0..shape.kernel[0] {
-                for kernel_column in 0..shape.kernel[1] {
+            for (kernel_row, row_tap) in row_taps.iter().enumerate() {
+                for (kernel_column, column_tap) in column_taps.iter().enumerate() {
                     let row =
                         (plane * shape.kernel[0] + kernel_row) * shape.kernel[1] + kernel_column;
                     let destination =
                         &mut columns[row * columns_count + sample * positions..][..positions];
-                    for (output_row, destination) in
-                        destination.chunks_mut(output_width).enumerate()
-                    {
-                        let Some(input_row) = shape.input_index(output_row, kernel_row, 0) else {
-                            continue; // padding: the row stays 0
-                        };
+                    // Rows and columns outside the taps read padding: they stay 0.
+                    for (output_row, input_row) in row_tap.outputs.clone().zip(row_tap.inputs()) {
                         let source = &image[input_row * width..][..width];
-                        for (output_column, value) in destination.iter_mut().enumerate() {
-                            if let Some(input_column) =
-                                shape.input_index(output_column, kernel_column, 1)
-                            {
-                                *value = source[input_column];
-                            }
+                        let destination = &mut destination[output_row * output_width..]
+                            [column_tap.outputs.clone()];
+                        for (value, input_column) in destination.iter_mut().zip(column_tap.inputs())
+                        {
+                            *value = source[input_column];
                         }
                     }
                 }
@@ -400,27 +437,24 @@ fn scatter_columns(
     let positions = output_height * output_width;
     let columns_count = samples * positions;
     let [height, width] = shape.input;
+    let (row_taps, column_taps) = (shape.taps(0), shape.taps(1));
     for sample in 0..samples {
         for plane in 0..shape.channels_in {
             let image = &mut grad_input[(sample * shape.channels_in + plane) * height * width..]
                 [..height * width];
-            for kernel_row in 0..shape.kernel[0] {
-                for kernel_column in 0..shape.kernel[1] {
+            for (kernel_row, row_tap) in row_taps.iter().enumerate() {
+                for (kernel_column, column_tap) in column_taps.iter().enumerate() {
                     let row =
                         (plane * shape.kernel[0] + kernel_row) * shape.kernel[1] + kernel_column;
                     let source =
                         &grad_columns[row * columns_count + sample * positions..][..positions];
-                    for (output_row, source) in source.chunks(output_width).enumerate() {
-                        let Some(input_row) = shape.input_index(output_row, kernel_row, 0) else {
-                            continue;
-                        };
+                    // Entries that read padding have no pixel to go back to.
+                    for (output_row, input_row) in row_tap.outputs.clone().zip(row_tap.inputs()) {
                         let destination = &mut image[input_row * width..][..width];
-                        for (output_column, value) in source.iter().enumerate() {
-                            if let Some(input_column) =
-                                shape.input_index(output_column, kernel_column, 1)
-                            {
-                                destination[input_column] += value;
-                            }
+                        let source =
+                            &source[output_row * output_width..][column_tap.outputs.clone()];
+                        for (value, input_column) in source.iter().zip(column_tap.inputs()) {
+                            destination[input_column] += value;
                         }
                     }
                 }
@@ -711,6 +745,37 @@ mod tests {
                 &gradients.bias.unwrap(),
                 &grad_b,
             );
+        }
+    }
+
+    #[test]
+    fn taps_give_the_first_layers_hand_computed_ranges_and_agree_with_every_index() {
+        // The network's first layer on 32 × 32: kernel 11, stride 4, padding 5, 8 outputs.
+        // Offset 0 reads 4·o − 5: inside from o = 2 (input 3) to o = 7 (input 23). Offset 10
+        // reads 4·o + 5: inside from o = 0 (input 5) to o = 6 (input 29); o = 7 reads 33.
+        let first_layer =
+            ConvShape::new([1, 3, 32, 32], [64, 3, 11, 11], [4, 4], [5, 5], [1, 1]).unwrap();
+        let taps = first_layer.taps(0);
+        assert_eq!(taps.len(), 11);
+        assert_eq!((taps[0].outputs.clone(), taps[0].first_input), (2..8, 3));
+        assert_eq!((taps[10].outputs.clone(), taps[10].first_input), (0..7, 5));
+        assert_eq!(taps[0].inputs().collect::<Vec<_>>(), [3, 7, 11, 15, 19, 23]);
+        for (case, shape) in shapes().iter().chain([&first_layer]).enumerate() {
+            for axis in 0..2 {
+                for (kernel, tap) in shape.taps(axis).iter().enumerate() {
+                    let expected: Vec<(usize, usize)> = (0..shape.output()[axis])
+                        .filter_map(|output| {
+                            Some((output, shape.input_index(output, kernel, axis)?))
+                        })
+                        .collect();
+                    let actual: Vec<(usize, usize)> =
+                        tap.outputs.clone().zip(tap.inputs()).collect();
+                    assert_eq!(
+                        actual, expected,
+                        "case {case}, axis {axis}, offset {kernel}"
+                    );
+                }
+            }
         }
     }
 
