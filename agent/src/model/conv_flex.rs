@@ -12,11 +12,11 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{DType, TensorData};
+use burn::tensor::TensorData;
 
 use super::conv::ConvolutionBackend;
 use super::conv_host::{ConvShape, conv2d_forward};
-use super::conv_host_node::{HostMemoryBackend, host_convolution};
+use super::conv_host_node::{HostMemoryBackend, host_convolution, host_shape};
 
 impl ConvolutionBackend for Flex {
     fn conv2d_with_bias(
@@ -25,7 +25,7 @@ impl ConvolutionBackend for Flex {
         bias: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        match Flex::host_shape(&x, &weight, &bias, &options) {
+        match host_shape::<Flex>(&x, &weight, &bias, &options) {
             Some(shape) => Flex::host_forward(&shape, &x, &weight, &bias),
             None => Flex::conv2d(x, weight, Some(bias), options),
         }
@@ -39,7 +39,7 @@ impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<Flex, C> {
         bias: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        match Flex::host_shape(
+        match host_shape::<Flex>(
             x.primitive(),
             weight.primitive(),
             bias.primitive(),
@@ -55,30 +55,8 @@ impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<Flex, C> {
 impl HostMemoryBackend for Flex {
     type HostValues<'a> = Cow<'a, [f32]>;
 
-    /// f32 tensors, one group, symmetric padding.
-    fn host_shape(
-        x: &FlexTensor,
-        weight: &FlexTensor,
-        bias: &FlexTensor,
-        options: &ConvOptions<2>,
-    ) -> Option<ConvShape> {
-        let all_f32 = [x, weight, bias]
-            .iter()
-            .all(|tensor| tensor.dtype() == DType::F32);
-        if !all_f32 || options.groups != 1 || options.is_asymmetric() {
-            return None;
-        }
-        let dims4 =
-            |tensor: &FlexTensor| <[usize; 4]>::try_from(tensor.layout().shape().to_vec()).ok();
-        let shape = ConvShape::new(
-            dims4(x)?,
-            dims4(weight)?,
-            options.stride,
-            options.padding_begin(),
-            options.dilation,
-        )
-        .ok()?;
-        (bias.layout().shape().to_vec() == [shape.channels_out]).then_some(shape)
+    fn in_host_memory(_tensor: &FlexTensor) -> bool {
+        true
     }
 
     /// Borrowed when the tensor's layout is one contiguous block (at any offset), else copied

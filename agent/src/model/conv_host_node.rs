@@ -7,8 +7,6 @@
 
 use std::ops::Deref;
 
-use burn::backend::Autodiff;
-use burn::backend::Backend;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -16,6 +14,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, TensorMetadata};
+use burn::tensor::DType;
 
 use super::conv_host::{ConvShape, conv2d_backward};
 
@@ -24,17 +24,10 @@ pub trait HostMemoryBackend: Backend {
     /// A tensor's values, f32, row-major: borrowed where the backend's memory allows.
     type HostValues<'a>: Deref<Target = [f32]>;
 
-    /// The host shape of this convolution, when the host convolution takes it (f32 tensors in
-    /// host memory, one group, symmetric padding, a shape [`ConvShape`] admits); `None` sends
-    /// the caller to the backend's own convolution.
-    fn host_shape(
-        x: &FloatTensor<Self>,
-        weight: &FloatTensor<Self>,
-        bias: &FloatTensor<Self>,
-        options: &ConvOptions<2>,
-    ) -> Option<ConvShape>;
+    /// Whether this tensor's values are in host memory (on libtorch: on the CPU).
+    fn in_host_memory(tensor: &FloatTensor<Self>) -> bool;
 
-    /// The values of a tensor [`HostMemoryBackend::host_shape`] admitted.
+    /// The values of a tensor [`host_shape`] admitted.
     fn host_values(tensor: &FloatTensor<Self>) -> Self::HostValues<'_>;
 
     /// A tensor of these values, row-major, of these dimensions.
@@ -49,7 +42,34 @@ pub trait HostMemoryBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// The host convolution of `shape` (from [`HostMemoryBackend::host_shape`]), recorded as one
+/// The host shape of this convolution, when the host convolution takes it: f32 tensors in host
+/// memory, one group, symmetric padding, a shape [`ConvShape`] admits, a bias per output
+/// channel. `None` sends the caller to the backend's own convolution.
+pub fn host_shape<B: HostMemoryBackend>(
+    x: &FloatTensor<B>,
+    weight: &FloatTensor<B>,
+    bias: &FloatTensor<B>,
+    options: &ConvOptions<2>,
+) -> Option<ConvShape> {
+    let admitted = [x, weight, bias]
+        .iter()
+        .all(|tensor| tensor.dtype() == DType::F32 && B::in_host_memory(tensor));
+    if !admitted || options.groups != 1 || options.is_asymmetric() {
+        return None;
+    }
+    let dims4 = |tensor: &FloatTensor<B>| <[usize; 4]>::try_from(tensor.shape().as_slice()).ok();
+    let shape = ConvShape::new(
+        dims4(x)?,
+        dims4(weight)?,
+        options.stride,
+        options.padding_begin(),
+        options.dilation,
+    )
+    .ok()?;
+    (bias.shape().as_slice() == [shape.channels_out]).then_some(shape)
+}
+
+/// The host convolution of `shape` (from [`host_shape`]), recorded as one
 /// node: its backward computes the gradients of exactly the tracked inputs in one pass.
 pub fn host_convolution<B: HostMemoryBackend, C: CheckpointStrategy>(
     shape: ConvShape,

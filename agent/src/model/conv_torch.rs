@@ -29,7 +29,9 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, LibTorch};
 
 use super::conv::{ConvolutionBackend, ConvolutionGradients, LibTorchConvolution};
-use super::conv_host_node::{HostMemoryBackend, host_convolution, register_convolution_gradients};
+use super::conv_host_node::{
+    HostMemoryBackend, host_convolution, host_shape, register_convolution_gradients,
+};
 use crate::aten_ops::{Conv2dGeometry, convolution_backward};
 
 impl ConvolutionBackend for LibTorch {
@@ -40,7 +42,7 @@ impl ConvolutionBackend for LibTorch {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         if choice(&x) == LibTorchConvolution::Host
-            && let Some(shape) = LibTorch::host_shape(&x, &weight, &bias, &options)
+            && let Some(shape) = host_shape::<LibTorch>(&x, &weight, &bias, &options)
         {
             return LibTorch::host_forward(&shape, &x, &weight, &bias);
         }
@@ -61,7 +63,7 @@ impl<C: CheckpointStrategy> ConvolutionBackend for Autodiff<LibTorch, C> {
                 <Self as ModuleOps<Self>>::conv2d(x, weight, Some(bias), options)
             }
             LibTorchConvolution::Host => {
-                let shape = LibTorch::host_shape(
+                let shape = host_shape::<LibTorch>(
                     x.primitive(),
                     weight.primitive(),
                     bias.primitive(),

@@ -9,7 +9,7 @@
 //!
 //! The autodiff node is [`super::conv_host_node`]'s, shared with flex. Where the convolution is
 //! not one it takes (a GPU tensor, another float type than f32, groups, a shape [`ConvShape`]
-//! refuses), [`HostMemoryBackend::host_shape`] says so and the caller takes libtorch's own
+//! refuses), [`super::conv_host_node::host_shape`] says so and the caller takes libtorch's own
 //! (`super::conv_torch`).
 // burn-tch is deprecated upstream, but it is the only GPU path buildable here (README).
 #![allow(deprecated)]
@@ -18,7 +18,6 @@ use std::ops::Deref;
 
 use burn::backend::LibTorch;
 use burn::backend::libtorch::TchTensor;
-use burn::backend::ops::ConvOptions;
 
 use super::conv_host::{ConvShape, conv2d_forward_into};
 use super::conv_host_node::HostMemoryBackend;
@@ -26,37 +25,8 @@ use super::conv_host_node::HostMemoryBackend;
 impl HostMemoryBackend for LibTorch {
     type HostValues<'a> = HostValues;
 
-    /// f32 tensors on the CPU, one group, symmetric padding.
-    fn host_shape(
-        x: &TchTensor,
-        weight: &TchTensor,
-        bias: &TchTensor,
-        options: &ConvOptions<2>,
-    ) -> Option<ConvShape> {
-        let all_f32_on_cpu = [x, weight, bias].iter().all(|tensor| {
-            tensor.tensor.device() == tch::Device::Cpu && tensor.tensor.kind() == tch::Kind::Float
-        });
-        if !all_f32_on_cpu || options.groups != 1 || options.is_asymmetric() {
-            return None;
-        }
-        let dims4 = |tensor: &TchTensor| -> Option<[usize; 4]> {
-            let dims: Vec<usize> = tensor
-                .tensor
-                .size()
-                .into_iter()
-                .map(|dim| usize::try_from(dim).ok())
-                .collect::<Option<_>>()?;
-            <[usize; 4]>::try_from(dims).ok()
-        };
-        let shape = ConvShape::new(
-            dims4(x)?,
-            dims4(weight)?,
-            options.stride,
-            options.padding_begin(),
-            options.dilation,
-        )
-        .ok()?;
-        (bias.tensor.size() == [shape.channels_out as i64]).then_some(shape)
+    fn in_host_memory(tensor: &TchTensor) -> bool {
+        tensor.tensor.device() == tch::Device::Cpu
     }
 
     fn host_values(tensor: &TchTensor) -> HostValues {
