@@ -155,18 +155,57 @@ pub struct Cluster {
     restarts: usize,
 }
 
+/// How long a coordinator may take to start serving.
+const COORDINATOR_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Attempts at starting a cluster's coordinator on fresh ports: a port [`free_port`] found can
+/// be taken by another process before the coordinator binds it.
+const COORDINATOR_START_ATTEMPTS: usize = 3;
+
 impl Cluster {
+    /// A cluster whose coordinator serves (its log says so) on ports nothing else holds.
     pub fn start() -> Cluster {
+        for attempt in 1..=COORDINATOR_START_ATTEMPTS {
+            let port = free_port();
+            let http_port = std::iter::repeat_with(free_port)
+                .find(|&http_port| http_port != port)
+                .expect("a second free port");
+            let cluster = Cluster::start_on(port, http_port);
+            if !cluster.coordinator_could_not_listen() {
+                return cluster;
+            }
+            assert!(
+                attempt < COORDINATOR_START_ATTEMPTS,
+                "the coordinator could not listen on fresh ports {attempt} times\n{}",
+                cluster.logs()
+            );
+            eprintln!("the coordinator's port was taken before it bound it; new ports");
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// A cluster whose coordinator was started on these ports: it serves, or it has exited
+    /// (for instance [`Cluster::coordinator_could_not_listen`]).
+    pub fn start_on(port: u16, http_port: u16) -> Cluster {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
-            port: free_port(),
-            http_port: free_port(),
+            port,
+            http_port,
             coordinator: None,
             agents: Vec::new(),
             restarts: 0,
         };
         cluster.start_coordinator();
         cluster
+    }
+
+    /// Whether the coordinator's log says it could not listen on its ports.
+    pub fn coordinator_could_not_listen(&self) -> bool {
+        self.coordinator().log_text().contains("cannot listen on")
+    }
+
+    pub fn coordinator(&self) -> &Process {
+        self.coordinator.as_ref().expect("a coordinator")
     }
 
     pub fn address(&self) -> String {
@@ -199,6 +238,30 @@ impl Cluster {
             .join(format!("coordinator-{}.log", self.restarts));
         self.restarts += 1;
         self.coordinator = Some(Process::spawn("coordinator", &args, log, &[]));
+        self.wait_until_coordinator_serves();
+    }
+
+    /// Waits until the coordinator's log says it serves. Returns early when it exits: the
+    /// caller reads why in its log ([`Cluster::start`] retries a port taken by another
+    /// process); panics with every log if it neither serves nor exits in time.
+    fn wait_until_coordinator_serves(&mut self) {
+        let deadline = Instant::now() + COORDINATOR_START_TIMEOUT;
+        loop {
+            let coordinator = self.coordinator.as_mut().expect("a coordinator");
+            if coordinator.log_text().contains("coordinator serving") {
+                return;
+            }
+            if let Ok(Some(_status)) = coordinator.child.try_wait() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the coordinator did not serve within {COORDINATOR_START_TIMEOUT:?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn kill_coordinator(&mut self) {
@@ -262,7 +325,11 @@ impl Cluster {
             {
                 Ok(channel) => return SweepServiceClient::new(channel),
                 Err(error) if Instant::now() > deadline => {
-                    panic!("coordinator unreachable at {}: {error}", self.address())
+                    panic!(
+                        "coordinator unreachable at {}: {error}\n{}",
+                        self.address(),
+                        self.logs()
+                    )
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }

@@ -206,3 +206,30 @@ async fn an_agent_sent_sigterm_finishes_its_job_then_exits() {
     );
     assert_matches_fault_free(&cluster, &results).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_whose_port_is_taken_says_so_and_a_new_cluster_serves() {
+    let _serial = SERIAL.lock().await;
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+    let taken = holder.local_addr().expect("its address").port();
+    let blocked = Cluster::start_on(taken, ndhtl_system_tests::free_port());
+    assert!(
+        blocked.coordinator_could_not_listen(),
+        "the coordinator's log names the listen failure (Cluster::start retries on it)\n{}",
+        blocked.logs()
+    );
+    drop(holder);
+    let cluster = Cluster::start();
+    assert!(
+        !cluster.coordinator_could_not_listen(),
+        "{}",
+        cluster.logs()
+    );
+    let mut client = cluster.client().await;
+    let status = client
+        .get_status(v1::GetStatusRequest::default())
+        .await
+        .expect("the coordinator answers")
+        .into_inner();
+    assert!(status.sweeps.is_empty(), "a fresh coordinator: {status:?}");
+}
