@@ -33,18 +33,12 @@ use ndhtl_proto::v1;
 use ndhtl_proto::v1::sweep_service_client::SweepServiceClient;
 use tonic::transport::Channel;
 
-/// Parses and expands a sweep file with the full target check (class tables included).
+/// Parses, checks and expands a sweep file.
 fn load_sweep(path: &Path, max_jobs: u64) -> Result<(SweepDefinition, SweepPlan, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading sweep file {}", path.display()))?;
-    let check_target = |target: &str| {
-        target
-            .parse::<TaskSpec>()
-            .map(|_| ())
-            .map_err(|error| error.to_string())
-    };
     let name = path.display().to_string();
-    let definition = parse_sweep(&text, &name, &check_target)?;
+    let definition = parse_sweep(&text, &name)?;
     let plan = definition.expand(max_jobs)?;
     for warning in &plan.warnings {
         eprintln!("{warning}");
@@ -307,7 +301,8 @@ async fn wait_for_sweep(address: &str, sweep: &str, poll: Duration) -> Result<()
 }
 
 pub fn submit(args: SubmitArgs) -> Result<()> {
-    // Checked here first, with the class tables, so a typo never reaches the coordinator.
+    // Checked here first (the coordinator checks again): an error names the local file and
+    // nothing is sent.
     let (_, plan, text) = load_sweep(&args.sweep, u64::MAX)?;
     runtime()?.block_on(async {
         let mut client = connect(&args.client.coordinator).await?;

@@ -12,7 +12,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::labels::CIFAR100_FINE_TO_COARSE;
+use ndhtl_core::labels::CIFAR100_FINE_TO_COARSE;
 
 pub use ndhtl_core::dataset::{
     CIFAR10_DIR_NAME, CIFAR10_TRAIN_BATCHES, CIFAR100_DIR_NAME, DatasetKind, IMAGE_BYTES,

@@ -1,9 +1,8 @@
-//! Data: the CIFAR binary formats, transfer tasks, generated data, the download path and the
+//! Data: the CIFAR binary formats, a transfer task's images, generated data, the download path and the
 //! input pipeline. Nothing here depends on Burn.
 
 pub mod cifar_format;
 pub mod download;
-pub mod labels;
 pub mod pipeline;
 pub mod synth;
 pub mod tasks;

@@ -18,7 +18,7 @@ use super::cifar_format::{
     CIFAR10_DIR_NAME, CIFAR10_TRAIN_BATCHES, CIFAR100_DIR_NAME, DatasetKind, IMAGE_BYTES, RawSplit,
     encode_records,
 };
-use super::labels::{
+use ndhtl_core::labels::{
     CIFAR10_CLASS_NAMES, CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_COARSE,
 };
 

@@ -76,8 +76,8 @@ impl TaskData {
         train_per_class: Option<usize>,
     ) -> Result<Self, TrainError> {
         let raw = read_dataset(data_root, task.dataset)?;
-        let train = task.select(&raw.train, "train", train_per_class)?;
-        let test = task.select(&raw.test, "test", None)?;
+        let train = TaskImages::select(task, &raw.train, "train", train_per_class)?;
+        let test = TaskImages::select(task, &raw.test, "test", None)?;
         tracing::info!(
             task = %task,
             dataset = %task.dataset,

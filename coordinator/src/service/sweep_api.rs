@@ -3,7 +3,7 @@
 //! sweep is refused with its file, line and column before any job exists.
 
 use ndhtl_core::report::{FinetuneOutcome, ReportError, progress, render};
-use ndhtl_core::sweep::{DEFAULT_MAX_JOBS, parse_sweep, syntactic_target_check};
+use ndhtl_core::sweep::{DEFAULT_MAX_JOBS, parse_sweep};
 use ndhtl_proto::v1;
 use ndhtl_proto::v1::sweep_service_server::SweepService;
 use tonic::{Request, Response, Status};
@@ -127,7 +127,7 @@ impl SweepService for SweepApi {
         } else {
             request.file_name
         };
-        let definition = parse_sweep(&request.yaml, &file_name, &syntactic_target_check)
+        let definition = parse_sweep(&request.yaml, &file_name)
             .map_err(|error| Status::invalid_argument(error.to_string()))?;
         let plan = definition
             .expand(self.max_jobs)

@@ -34,6 +34,7 @@ pub use schema::{BackendName, CifarData, DataSection, DeviceName, FinetuneAxes, 
 
 use crate::config::{FinetuneConfig, SourceConfig};
 use crate::dataset::Dataset;
+use crate::task::TaskSpec;
 
 /// Sweep files larger than this are refused before they are parsed.
 pub const MAX_SWEEP_FILE_BYTES: usize = 1 << 20;
@@ -138,32 +139,9 @@ pub struct SweepDefinition {
     pub file: SweepFile,
 }
 
-/// Checks a target name beyond its syntax (the agent knows the class tables; the coordinator
-/// accepts what looks like a task).
-pub type TargetCheck<'a> = &'a dyn Fn(&str) -> Result<(), String>;
-
-/// Targets the coordinator accepts without the class tables: `T<n>` or `cifar10…`/`cifar100…`.
-pub fn syntactic_target_check(target: &str) -> Result<(), String> {
-    let lower = target.to_ascii_lowercase();
-    let paper = lower
-        .strip_prefix('t')
-        .and_then(|n| n.parse::<usize>().ok())
-        .is_some_and(|n| (1..=10).contains(&n));
-    if paper || lower.starts_with("cifar10") || lower.starts_with("cifar-10") {
-        Ok(())
-    } else {
-        Err(format!(
-            "unknown target `{target}`: use T1..T10, all, or a class list such as cifar100:apple,bed"
-        ))
-    }
-}
-
-/// Parses and checks a sweep file's text. `file_name` is only used in messages.
-pub fn parse_sweep(
-    text: &str,
-    file_name: &str,
-    check_target: TargetCheck<'_>,
-) -> Result<SweepDefinition, SweepError> {
+/// Parses and checks a sweep file's text, every target and source task against the class
+/// tables included. `file_name` is only used in messages.
+pub fn parse_sweep(text: &str, file_name: &str) -> Result<SweepDefinition, SweepError> {
     if text.len() > MAX_SWEEP_FILE_BYTES {
         return Err(SweepError::FileTooLarge {
             file: file_name.into(),
@@ -193,7 +171,7 @@ pub fn parse_sweep(
         text: text.into(),
         file,
     };
-    definition.check_semantics(check_target)?;
+    definition.check_semantics()?;
     Ok(definition)
 }
 
@@ -210,10 +188,26 @@ impl SweepDefinition {
         }
     }
 
-    fn check_semantics(&self, check_target: TargetCheck<'_>) -> Result<(), SweepError> {
+    /// A task as a job would parse it (`T3`, `cifar100:apple,bed`, …), or an error at `key`.
+    fn check_task(&self, key: &str, task: &serde_json::Value) -> Result<(), SweepError> {
+        let text = task.as_str().unwrap_or_default();
+        match text.parse::<TaskSpec>() {
+            Ok(_) => Ok(()),
+            Err(error) => Err(self.error_at(key, error.to_string())),
+        }
+    }
+
+    fn check_semantics(&self) -> Result<(), SweepError> {
         let file = &self.file;
         if file.name.trim().is_empty() {
             return Err(self.error_at("name", "a sweep needs a name"));
+        }
+        for axis in expand::source_axes(&file.source) {
+            if axis.name == "task" {
+                for task in &axis.grid {
+                    self.check_task("source.task", task)?;
+                }
+            }
         }
         let blocks = std::iter::once(("finetune".to_string(), &file.finetune)).chain(
             file.include
@@ -225,10 +219,7 @@ impl SweepDefinition {
             for axis in expand::finetune_axes(axes) {
                 if axis.name == "target" {
                     for target in &axis.grid {
-                        let target = target.as_str().unwrap_or_default();
-                        check_target(target).map_err(|message| {
-                            self.error_at(&format!("{section}.target"), message)
-                        })?;
+                        self.check_task(&format!("{section}.target"), target)?;
                     }
                 }
                 if section != "finetune" && axis.sampler.is_some() {

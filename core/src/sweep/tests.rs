@@ -4,7 +4,7 @@ use super::*;
 use crate::config::Method;
 
 fn parse(text: &str) -> Result<SweepDefinition, SweepError> {
-    parse_sweep(text, "test.yaml", &syntactic_target_check)
+    parse_sweep(text, "test.yaml")
 }
 
 fn plan(text: &str) -> SweepPlan {
@@ -203,7 +203,25 @@ fn semantic_errors_are_located() {
     assert!(message.contains("nothing to sample"), "{message}");
     let (line, _, message) = error("name: x\nfinetune:\n  targets: [T1, T11]\n");
     assert_eq!(line, 3);
-    assert!(message.contains("unknown target `T11`"), "{message}");
+    assert!(message.contains("unknown task `T11`"), "{message}");
+    // Targets and source tasks are checked against the class tables, not only their syntax.
+    let (line, _, message) = error("name: x\nfinetune:\n  target: \"cifar100:apple,aple\"\n");
+    assert_eq!(line, 3);
+    assert!(
+        message
+            .contains("finetune.target: task `cifar100:apple,aple`: unknown cifar100 class `aple`"),
+        "{message}"
+    );
+    let (line, _, message) = error(
+        "name: x\nsource:\n  epochs: 2\n  task: [cifar10, \"cifar10:super=fish\"]\nfinetune: {}\n",
+    );
+    assert_eq!(line, 4);
+    assert!(
+        message.contains(
+            "source.task: task `cifar10:super=fish`: superclasses only exist in CIFAR-100"
+        ),
+        "{message}"
+    );
     let (line, column, message) =
         error("name: x\nfinetune: {k: 3}\nexclude:\n  - {k: 3}\n  - {}\n");
     assert_eq!((line, column), (5, 3));
