@@ -308,7 +308,8 @@ fn drive_lifetimes(
         tracing::info!(
             unit = plan.unit,
             lifetime,
-            lr,
+            // Shortest form (0.0002, not 0.00020000000000000004); the metrics keep every digit.
+            lr = format_args!("{}", lr as f32),
             val_top1 = format_args!("{:.2}", metrics.val_top1),
             val_top5 = format_args!("{:.2}", metrics.val_top5),
             val_loss = format_args!("{:.4}", metrics.val_loss),
