@@ -2,13 +2,13 @@
 //! streams, artifacts, stale attempts, precise statuses for bad requests, datasets only for
 //! registered agents, and a restart of the coordinator from its state database.
 
+mod common;
+
 use std::time::Duration;
 
+use common::start;
 use ndhtl_coordinator::domain::{JobKind, JobSpec, Resources};
-use ndhtl_coordinator::service::server::serve;
-use ndhtl_coordinator::service::{CoordinatorHandle, SystemClock, spawn_event_loop};
 use ndhtl_coordinator::state::Timing;
-use ndhtl_coordinator::store::{ArtifactStore, Store};
 use ndhtl_proto::v1;
 use ndhtl_proto::v1::agent_service_client::AgentServiceClient;
 use sha2::{Digest, Sha256};
@@ -21,55 +21,6 @@ const TIMING: Timing = Timing {
     agent_timeout_ms: 60_000,
     max_attempts: 3,
 };
-
-struct Running {
-    handle: CoordinatorHandle,
-    address: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<()>,
-    event_loop: std::thread::JoinHandle<()>,
-}
-
-async fn start(state_dir: &std::path::Path) -> Running {
-    let store = Store::open(state_dir).unwrap();
-    let artifacts = ArtifactStore::open(&state_dir.join("artifacts")).unwrap();
-    let (handle, event_loop) = spawn_event_loop(store, TIMING, SystemClock).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server_handle = handle.clone();
-    let server = tokio::spawn(async move {
-        serve(listener, server_handle, artifacts, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Running {
-        handle,
-        address,
-        stop,
-        server,
-        event_loop,
-    }
-}
-
-impl Running {
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.server.await.unwrap();
-        self.handle.stop();
-        tokio::task::spawn_blocking(move || self.event_loop.join().unwrap())
-            .await
-            .unwrap();
-    }
-
-    async fn client(&self) -> AgentServiceClient<Channel> {
-        AgentServiceClient::connect(self.address.clone())
-            .await
-            .unwrap()
-    }
-}
 
 fn spec(id: &str) -> JobSpec {
     JobSpec {
@@ -155,13 +106,13 @@ async fn upload(client: &mut AgentServiceClient<Channel>, bytes: &[u8]) -> Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_leased_reported_once_and_completed_over_grpc() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path()).await;
+    let running = start(dir.path(), TIMING).await;
     running
         .handle
         .submit("s".into(), "sweep".into(), 0, vec![spec("a")])
         .await
         .unwrap();
-    let mut client = running.client().await;
+    let mut client = AgentServiceClient::new(running.channel().await);
     let agent = register(&mut client).await;
 
     let lease = client
@@ -236,13 +187,13 @@ async fn a_job_is_leased_reported_once_and_completed_over_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_precise_statuses_and_the_coordinator_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path()).await;
+    let running = start(dir.path(), TIMING).await;
     running
         .handle
         .submit("s".into(), "sweep".into(), 0, vec![spec("a"), spec("b")])
         .await
         .unwrap();
-    let mut client = running.client().await;
+    let mut client = AgentServiceClient::new(running.channel().await);
     let agent = register(&mut client).await;
     client
         .lease_job(v1::LeaseJobRequest {
@@ -401,8 +352,8 @@ async fn datasets_are_answered_only_for_registered_agents() {
     // an agent it does not know, or has given up on, is told that first (NotFound), which is
     // what sends a real agent back to register.
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path()).await;
-    let mut client = running.client().await;
+    let running = start(dir.path(), TIMING).await;
+    let mut client = AgentServiceClient::new(running.channel().await);
     let ask = |agent: &str| v1::GetDatasetRequest {
         agent_id: agent.into(),
         dataset: "cifar100".into(),
@@ -447,13 +398,13 @@ async fn datasets_are_answered_only_for_registered_agents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_agent_loses_its_lease_and_its_late_reports_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path()).await;
+    let running = start(dir.path(), TIMING).await;
     running
         .handle
         .submit("s".into(), "sweep".into(), 0, vec![spec("a")])
         .await
         .unwrap();
-    let mut client = running.client().await;
+    let mut client = AgentServiceClient::new(running.channel().await);
     let stalled = register(&mut client).await;
     let healthy = register(&mut client).await;
     client
@@ -536,13 +487,13 @@ async fn a_stalled_agent_loses_its_lease_and_its_late_reports_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_coordinator_keeps_leases_of_agents_that_come_back() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path()).await;
+    let running = start(dir.path(), TIMING).await;
     running
         .handle
         .submit("s".into(), "sweep".into(), 0, vec![spec("a"), spec("b")])
         .await
         .unwrap();
-    let mut client = running.client().await;
+    let mut client = AgentServiceClient::new(running.channel().await);
     let agent = register(&mut client).await;
     client
         .lease_job(v1::LeaseJobRequest {
@@ -557,8 +508,8 @@ async fn a_restarted_coordinator_keeps_leases_of_agents_that_come_back() {
         .unwrap();
     running.shutdown().await;
 
-    let running = start(dir.path()).await;
-    let mut client = running.client().await;
+    let running = start(dir.path(), TIMING).await;
+    let mut client = AgentServiceClient::new(running.channel().await);
     let request = v1::RegisterRequest {
         capabilities: Some(capabilities(ndhtl_coordinator::VERSION)),
         previous_agent_id: agent.clone(),

@@ -2,10 +2,10 @@
 //! coordinator as by `ndhtl` (targets and source tasks against the class tables), a refused
 //! sweep names the file, line and key and stores nothing, and a good one is stored.
 
-use ndhtl_coordinator::service::server::serve;
-use ndhtl_coordinator::service::{CoordinatorHandle, SystemClock, spawn_event_loop};
+mod common;
+
+use common::start;
 use ndhtl_coordinator::state::Timing;
-use ndhtl_coordinator::store::{ArtifactStore, Store};
 use ndhtl_proto::v1;
 use ndhtl_proto::v1::sweep_service_client::SweepServiceClient;
 use tonic::Code;
@@ -17,55 +17,6 @@ const TIMING: Timing = Timing {
     agent_timeout_ms: 60_000,
     max_attempts: 3,
 };
-
-struct Running {
-    handle: CoordinatorHandle,
-    address: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<()>,
-    event_loop: std::thread::JoinHandle<()>,
-}
-
-async fn start(state_dir: &std::path::Path) -> Running {
-    let store = Store::open(state_dir).unwrap();
-    let artifacts = ArtifactStore::open(&state_dir.join("artifacts")).unwrap();
-    let (handle, event_loop) = spawn_event_loop(store, TIMING, SystemClock).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server_handle = handle.clone();
-    let server = tokio::spawn(async move {
-        serve(listener, server_handle, artifacts, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Running {
-        handle,
-        address,
-        stop,
-        server,
-        event_loop,
-    }
-}
-
-impl Running {
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.server.await.unwrap();
-        self.handle.stop();
-        tokio::task::spawn_blocking(move || self.event_loop.join().unwrap())
-            .await
-            .unwrap();
-    }
-
-    async fn client(&self) -> SweepServiceClient<Channel> {
-        SweepServiceClient::connect(self.address.clone())
-            .await
-            .unwrap()
-    }
-}
 
 fn submit_request(yaml: &str) -> v1::SubmitSweepRequest {
     v1::SubmitSweepRequest {
@@ -88,8 +39,8 @@ async fn sweep_count(client: &mut SweepServiceClient<Channel>) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_classes_and_source_tasks_are_refused_with_their_place_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path()).await;
-    let mut client = running.client().await;
+    let running = start(dir.path(), TIMING).await;
+    let mut client = SweepServiceClient::new(running.channel().await);
 
     // Each looks like a task by its syntax; only the class tables tell them apart.
     let refused = [
