@@ -34,7 +34,7 @@ pub use schema::{BackendName, CifarData, DataSection, DeviceName, FinetuneAxes, 
 
 use crate::config::{FinetuneConfig, SourceConfig};
 use crate::dataset::Dataset;
-use crate::task::TaskSpec;
+use crate::task::{TaskError, TaskSpec};
 
 /// Sweep files larger than this are refused before they are parsed.
 pub const MAX_SWEEP_FILE_BYTES: usize = 1 << 20;
@@ -197,6 +197,20 @@ impl SweepDefinition {
         }
     }
 
+    /// [`Self::check_task`] for a target, which may also be `all` (expanded to T1..T10 before
+    /// this check); an unknown name's error says so.
+    fn check_target(&self, key: &str, target: &serde_json::Value) -> Result<(), SweepError> {
+        let text = target.as_str().unwrap_or_default();
+        match text.parse::<TaskSpec>() {
+            Ok(_) => Ok(()),
+            Err(error @ TaskError::UnknownTask(_)) => Err(self.error_at(
+                key,
+                format!("{error}; a sweep's targets may also be `all` (T1..T10)"),
+            )),
+            Err(error) => Err(self.error_at(key, error.to_string())),
+        }
+    }
+
     fn check_semantics(&self) -> Result<(), SweepError> {
         let file = &self.file;
         if file.name.trim().is_empty() {
@@ -219,7 +233,7 @@ impl SweepDefinition {
             for axis in expand::finetune_axes(axes) {
                 if axis.name == "target" {
                     for target in &axis.grid {
-                        self.check_task(&format!("{section}.target"), target)?;
+                        self.check_target(&format!("{section}.target"), target)?;
                     }
                 }
                 if section != "finetune" && axis.sampler.is_some() {

@@ -204,6 +204,15 @@ fn semantic_errors_are_located() {
     let (line, _, message) = error("name: x\nfinetune:\n  targets: [T1, T11]\n");
     assert_eq!(line, 3);
     assert!(message.contains("unknown task `T11`"), "{message}");
+    assert!(
+        message.ends_with("may also be `all` (T1..T10)"),
+        "{message}"
+    );
+    // A source task is one task: `all` is not offered there.
+    let (line, _, message) = error("name: x\nsource:\n  task: T11\nfinetune: {}\n");
+    assert_eq!(line, 3);
+    assert!(message.contains("unknown task `T11`"), "{message}");
+    assert!(!message.contains("`all`"), "{message}");
     // Targets and source tasks are checked against the class tables, not only their syntax.
     let (line, _, message) = error("name: x\nfinetune:\n  target: \"cifar100:apple,aple\"\n");
     assert_eq!(line, 3);
