@@ -7,19 +7,20 @@ mod common;
 
 use std::path::Path;
 
-use common::cluster::Coordinator;
+use common::cluster::start_coordinator as start_cluster_coordinator;
 use ndhtl_agent::runtime::artifacts::{
     ArtifactError, CHUNK_BYTES, download_to_file, fetch, pack_dir, unpack_into, upload,
 };
+use ndhtl_coordinator::service::EmbeddedCoordinator;
 use ndhtl_proto::v1::agent_service_client::AgentServiceClient;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
 /// A coordinator on 127.0.0.1 with its state in `dir/state` (kept across restarts), and a client.
-async fn start_coordinator(dir: &Path) -> (Coordinator, AgentServiceClient<Channel>) {
+async fn start_coordinator(dir: &Path) -> (EmbeddedCoordinator, AgentServiceClient<Channel>) {
     let any_port = "127.0.0.1:0".parse().unwrap();
-    let (coordinator, address) = Coordinator::start(&dir.join("state"), any_port, None).await;
-    let client = AgentServiceClient::connect(format!("http://{address}"))
+    let coordinator = start_cluster_coordinator(&dir.join("state"), any_port, None).await;
+    let client = AgentServiceClient::connect(coordinator.url())
         .await
         .unwrap();
     (coordinator, client)
@@ -45,7 +46,10 @@ async fn every_size_around_the_chunk_boundary_round_trips_through_the_coordinato
     ] {
         let (hash, bytes) = artifact(size);
         upload(&mut client, &hash, bytes.clone()).await.unwrap();
-        assert!(coordinator.artifacts.contains(&hash), "{size} bytes stored");
+        assert!(
+            coordinator.artifacts().contains(&hash),
+            "{size} bytes stored"
+        );
 
         let cache = dir.path().join(format!("cache-{size}"));
         let fetched = fetch(&mut client, &cache, &hash).await.unwrap();
@@ -63,7 +67,7 @@ async fn every_size_around_the_chunk_boundary_round_trips_through_the_coordinato
             "{size} bytes written"
         );
     }
-    coordinator.shutdown().await;
+    coordinator.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +91,7 @@ async fn the_cache_is_used_when_right_refetched_when_damaged_and_unknown_hashes_
     let cache = dir.path().join("cache");
     fetch(&mut client, &cache, &hash).await.unwrap();
     // A right cache file is used without asking: it is served even with the coordinator gone.
-    coordinator.shutdown().await;
+    coordinator.shutdown().await.unwrap();
     assert!(fetch(&mut client, &cache, &hash).await.unwrap() == packed);
     // A damaged one is not: with nobody to refetch from, the fetch fails, retryably.
     std::fs::write(cache.join(&hash), b"torn").unwrap();
@@ -127,5 +131,5 @@ async fn the_cache_is_used_when_right_refetched_when_damaged_and_unknown_hashes_
         "a malformed hash is fatal: {malformed}"
     );
     assert!(!target.exists() && !target.with_extension("partial").exists());
-    coordinator.shutdown().await;
+    coordinator.shutdown().await.unwrap();
 }

@@ -15,10 +15,9 @@
 use std::time::{Duration, Instant};
 
 use ndhtl_coordinator::domain::{JobKind, JobSpec, Resources};
-use ndhtl_coordinator::service::server::serve;
-use ndhtl_coordinator::service::{SystemClock, spawn_event_loop};
+use ndhtl_coordinator::service::{EmbeddedCoordinator, EmbeddedOptions};
 use ndhtl_coordinator::state::Timing;
-use ndhtl_coordinator::store::{ArtifactStore, Store};
+
 use ndhtl_proto::v1;
 use ndhtl_proto::v1::agent_service_client::AgentServiceClient;
 
@@ -83,8 +82,6 @@ struct Outcome {
 
 async fn run(agents: usize, jobs: usize) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let artifacts = ArtifactStore::open(&dir.path().join("artifacts")).unwrap();
     let timing = Timing {
         heartbeat_interval_ms: 5_000,
         lease_timeout_ms: 600_000,
@@ -92,16 +89,16 @@ async fn run(agents: usize, jobs: usize) -> Outcome {
         max_attempts: 3,
     };
     let rss_before = rss_kib();
-    let (handle, event_loop) = spawn_event_loop(store, timing, SystemClock).unwrap();
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let coordinator =
+        EmbeddedCoordinator::start(EmbeddedOptions::grpc_only(dir.path(), any_port, timing))
+            .await
+            .unwrap();
+    let handle = coordinator.handle();
+    let address = coordinator.url();
     // `inspect` runs on the event-loop thread, so this is that thread's CPU time.
     let process_before = process_cpu_seconds();
     let cpu_before = handle.inspect(|_, _| thread_cpu_seconds()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, handle.clone(), artifacts, async {
-        let _ = stopped.await;
-    }));
     let specs: Vec<JobSpec> = (0..jobs)
         .map(|i| JobSpec {
             id: format!("{i:064x}"),
@@ -201,12 +198,7 @@ async fn run(agents: usize, jobs: usize) -> Outcome {
         "every job ran exactly once"
     );
     assert_eq!(records, (jobs as u64) * LIFETIMES as u64);
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
-    handle.stop();
-    tokio::task::spawn_blocking(move || event_loop.join().unwrap())
-        .await
-        .unwrap();
+    coordinator.shutdown().await.unwrap();
     latencies.sort_by(f64::total_cmp);
     Outcome {
         agents,

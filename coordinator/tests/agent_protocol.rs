@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::start;
+use common::{channel, start};
 use ndhtl_coordinator::domain::{JobKind, JobSpec, Resources};
 use ndhtl_coordinator::state::Timing;
 use ndhtl_proto::v1;
@@ -108,11 +108,11 @@ async fn a_job_is_leased_reported_once_and_completed_over_grpc() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(dir.path(), TIMING).await;
     running
-        .handle
+        .handle()
         .submit("s".into(), "sweep".into(), 0, vec![spec("a")])
         .await
         .unwrap();
-    let mut client = AgentServiceClient::new(running.channel().await);
+    let mut client = AgentServiceClient::new(channel(&running).await);
     let agent = register(&mut client).await;
 
     let lease = client
@@ -173,15 +173,15 @@ async fn a_job_is_leased_reported_once_and_completed_over_grpc() {
         })
         .await
         .unwrap();
-    let counts = running.handle.counts("s".into()).await.unwrap();
+    let counts = running.handle().counts("s".into()).await.unwrap();
     assert_eq!((counts.succeeded, counts.total()), (1, 1));
     let stored = running
-        .handle
+        .handle()
         .inspect(|_, store| store.metrics_of("a").unwrap().len())
         .await
         .unwrap();
     assert_eq!(stored, 2);
-    running.shutdown().await;
+    running.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,11 +189,11 @@ async fn bad_requests_get_precise_statuses_and_the_coordinator_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(dir.path(), TIMING).await;
     running
-        .handle
+        .handle()
         .submit("s".into(), "sweep".into(), 0, vec![spec("a"), spec("b")])
         .await
         .unwrap();
-    let mut client = AgentServiceClient::new(running.channel().await);
+    let mut client = AgentServiceClient::new(channel(&running).await);
     let agent = register(&mut client).await;
     client
         .lease_job(v1::LeaseJobRequest {
@@ -314,12 +314,7 @@ async fn bad_requests_get_precise_statuses_and_the_coordinator_keeps_serving() {
     );
 
     // Still serving: health says so and the next lease works.
-    let channel = Channel::from_shared(running.address.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&running).await);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "ndhtl.v1.AgentService".into(),
@@ -343,7 +338,7 @@ async fn bad_requests_get_precise_statuses_and_the_coordinator_keeps_serving() {
         .lease
         .unwrap();
     assert_eq!(lease.job, attempt("b", 1));
-    running.shutdown().await;
+    running.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +348,7 @@ async fn datasets_are_answered_only_for_registered_agents() {
     // what sends a real agent back to register.
     let dir = tempfile::tempdir().unwrap();
     let running = start(dir.path(), TIMING).await;
-    let mut client = AgentServiceClient::new(running.channel().await);
+    let mut client = AgentServiceClient::new(channel(&running).await);
     let ask = |agent: &str| v1::GetDatasetRequest {
         agent_id: agent.into(),
         dataset: "cifar100".into(),
@@ -386,13 +381,13 @@ async fn datasets_are_answered_only_for_registered_agents() {
         code_for(client.get_dataset(unknown_dataset).await),
         Code::InvalidArgument
     );
-    running.handle.lose_agent(agent.clone()).await.unwrap();
+    running.handle().lose_agent(agent.clone()).await.unwrap();
     assert_eq!(
         code_for(client.get_dataset(ask(&agent)).await),
         Code::NotFound,
         "given up on"
     );
-    running.shutdown().await;
+    running.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,11 +395,11 @@ async fn a_stalled_agent_loses_its_lease_and_its_late_reports_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(dir.path(), TIMING).await;
     running
-        .handle
+        .handle()
         .submit("s".into(), "sweep".into(), 0, vec![spec("a")])
         .await
         .unwrap();
-    let mut client = AgentServiceClient::new(running.channel().await);
+    let mut client = AgentServiceClient::new(channel(&running).await);
     let stalled = register(&mut client).await;
     let healthy = register(&mut client).await;
     client
@@ -472,7 +467,7 @@ async fn a_stalled_agent_loses_its_lease_and_its_late_reports_are_refused() {
         .await
         .unwrap();
     let summary = running
-        .handle
+        .handle()
         .inspect(|_, store| store.summary_of("a").unwrap())
         .await
         .unwrap();
@@ -481,7 +476,7 @@ async fn a_stalled_agent_loses_its_lease_and_its_late_reports_are_refused() {
         Some(2),
         "the result is the new attempt's"
     );
-    running.shutdown().await;
+    running.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,11 +484,11 @@ async fn a_restarted_coordinator_keeps_leases_of_agents_that_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(dir.path(), TIMING).await;
     running
-        .handle
+        .handle()
         .submit("s".into(), "sweep".into(), 0, vec![spec("a"), spec("b")])
         .await
         .unwrap();
-    let mut client = AgentServiceClient::new(running.channel().await);
+    let mut client = AgentServiceClient::new(channel(&running).await);
     let agent = register(&mut client).await;
     client
         .lease_job(v1::LeaseJobRequest {
@@ -506,10 +501,10 @@ async fn a_restarted_coordinator_keeps_leases_of_agents_that_come_back() {
         .report_metrics(tokio_stream::iter(vec![report(&agent, "a", 1, 1, "")]))
         .await
         .unwrap();
-    running.shutdown().await;
+    running.shutdown().await.unwrap();
 
     let running = start(dir.path(), TIMING).await;
-    let mut client = AgentServiceClient::new(running.channel().await);
+    let mut client = AgentServiceClient::new(channel(&running).await);
     let request = v1::RegisterRequest {
         capabilities: Some(capabilities(ndhtl_coordinator::VERSION)),
         previous_agent_id: agent.clone(),
@@ -535,7 +530,7 @@ async fn a_restarted_coordinator_keeps_leases_of_agents_that_come_back() {
         (1, 1),
         "lifetime 1 survived the restart"
     );
-    let counts = running.handle.counts("s".into()).await.unwrap();
+    let counts = running.handle().counts("s".into()).await.unwrap();
     assert_eq!((counts.running, counts.queued), (1, 1));
-    running.shutdown().await;
+    running.shutdown().await.unwrap();
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::start;
+use common::{channel, start};
 use ndhtl_coordinator::state::Timing;
 use ndhtl_proto::v1;
 use ndhtl_proto::v1::sweep_service_client::SweepServiceClient;
@@ -40,7 +40,7 @@ async fn sweep_count(client: &mut SweepServiceClient<Channel>) -> usize {
 async fn unknown_classes_and_source_tasks_are_refused_with_their_place_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(dir.path(), TIMING).await;
-    let mut client = SweepServiceClient::new(running.channel().await);
+    let mut client = SweepServiceClient::new(channel(&running).await);
 
     // Each looks like a task by its syntax; only the class tables tell them apart.
     let refused = [
@@ -98,5 +98,5 @@ async fn unknown_classes_and_source_tasks_are_refused_with_their_place_and_nothi
         .into_inner();
     assert_eq!(response.jobs, 4, "one source and three fine-tunes");
     assert_eq!(sweep_count(&mut client).await, 1);
-    running.shutdown().await;
+    running.shutdown().await.unwrap();
 }

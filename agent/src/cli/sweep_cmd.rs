@@ -19,11 +19,9 @@ use ndhtl_agent::report_bundle::{BundleOptions, write_report_bundle};
 use ndhtl_agent::runtime::runner::NdhtlRunner;
 use ndhtl_agent::runtime::{AgentOptions, run_agent};
 use ndhtl_coordinator::jobs::{jobs_of_plan, sweep_id};
-use ndhtl_coordinator::service::SystemClock;
-use ndhtl_coordinator::service::event_loop::spawn_event_loop;
-use ndhtl_coordinator::service::server::serve;
+use ndhtl_coordinator::service::{EmbeddedCoordinator, EmbeddedOptions};
 use ndhtl_coordinator::state::Timing;
-use ndhtl_coordinator::store::{ArtifactStore, Store};
+use ndhtl_coordinator::store::Store;
 
 use super::report_cmd::fetch_outcomes;
 use ndhtl_core::config::{FinetuneConfig, Method};
@@ -506,23 +504,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
 
     runtime()?.block_on(async move {
-        let store = Store::open(&args.state_dir)?;
-        let artifacts = ArtifactStore::open(&args.state_dir.join("artifacts"))?;
         let timing = Timing {
             heartbeat_interval_ms: 1_000,
             lease_timeout_ms: 30_000,
             agent_timeout_ms: 60_000,
             max_attempts: 3,
         };
-        let (handle, event_loop) = spawn_event_loop(store, timing, SystemClock)?;
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
-        let address = listener.local_addr()?;
-        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, handle.clone(), artifacts, async {
-            let _ = server_stopped.await;
-        }));
+        let coordinator = EmbeddedCoordinator::start(EmbeddedOptions::grpc_only(
+            &args.state_dir,
+            args.listen,
+            timing,
+        ))
+        .await
+        .with_context(|| format!("starting the coordinator over {}", args.state_dir.display()))?;
+        let address = coordinator.address();
         tracing::info!(%address, "coordinator serving (ndhtl status --coordinator http://{address})");
 
         let (stop_agents, agents_stopped) = tokio::sync::watch::channel(false);
@@ -604,10 +599,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         for task in agent_tasks {
             let _ = task.await;
         }
-        let _ = stop_server.send(());
-        let _ = server.await;
-        handle.stop();
-        let _ = tokio::task::spawn_blocking(move || event_loop.join()).await;
+        if let Err(error) = coordinator.shutdown().await {
+            // Every answered call is already stored, and the outcomes are in hand.
+            tracing::warn!(%error, "the coordinator did not stop cleanly");
+        }
 
         let report_dir = args.state_dir.join("reports").join(&sweep);
         let written = write_report_bundle(&outcomes, &report_dir, &BundleOptions::default())

@@ -20,10 +20,8 @@ use ndhtl_agent::train::{
 use ndhtl_coordinator::datasets::fetcher::DatasetSource;
 use ndhtl_coordinator::domain::{Job, JobSpec, JobState, Resources};
 use ndhtl_coordinator::jobs::source_job;
-use ndhtl_coordinator::service::server::serve;
-use ndhtl_coordinator::service::{CoordinatorHandle, SystemClock, spawn_event_loop_with};
+use ndhtl_coordinator::service::{CoordinatorHandle, EmbeddedCoordinator, EmbeddedOptions};
 use ndhtl_coordinator::state::Timing;
-use ndhtl_coordinator::store::{ArtifactStore, Store};
 use tokio::sync::watch;
 
 pub const TIMING: Timing = Timing {
@@ -33,61 +31,25 @@ pub const TIMING: Timing = Timing {
     max_attempts: 3,
 };
 
-/// A coordinator (event loop and gRPC server) that can be stopped and started again on the same
-/// address and state folder.
-pub struct Coordinator {
-    pub handle: CoordinatorHandle,
-    pub artifacts: ArtifactStore,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<()>,
-    event_loop: std::thread::JoinHandle<()>,
-}
-
-impl Coordinator {
-    pub async fn start(
-        state_dir: &Path,
-        address: SocketAddr,
-        datasets: Option<DatasetSource>,
-    ) -> (Coordinator, SocketAddr) {
-        let store = Store::open(state_dir).unwrap();
-        let artifacts = ArtifactStore::open(&state_dir.join("artifacts")).unwrap();
-        let (handle, event_loop) =
-            spawn_event_loop_with(store, TIMING, SystemClock, datasets).unwrap();
-        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
-        let bound = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (server_handle, server_artifacts) = (handle.clone(), artifacts.clone());
-        let server = tokio::spawn(async move {
-            serve(listener, server_handle, server_artifacts, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap()
-        });
-        let coordinator = Coordinator {
-            handle,
-            artifacts,
-            stop,
-            server,
-            event_loop,
-        };
-        (coordinator, bound)
-    }
-
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.server.await.unwrap();
-        self.handle.stop();
-        tokio::task::spawn_blocking(move || self.event_loop.join().unwrap())
-            .await
-            .unwrap();
-    }
+/// The coordinator of the cluster tests: gRPC on `address` (port 0: a free one), its state in
+/// `state_dir` (a fresh folder, or one an earlier start left).
+pub async fn start_coordinator(
+    state_dir: &Path,
+    address: SocketAddr,
+    datasets: Option<DatasetSource>,
+) -> EmbeddedCoordinator {
+    EmbeddedCoordinator::start(EmbeddedOptions {
+        datasets,
+        ..EmbeddedOptions::grpc_only(state_dir, address, TIMING)
+    })
+    .await
+    .unwrap()
 }
 
 /// A coordinator and in-process agents running the real NDHTL trainer.
 pub struct Cluster {
     /// Absent only while `restart_coordinator` has it down.
-    coordinator: Option<Coordinator>,
+    coordinator: Option<EmbeddedCoordinator>,
     state_dir: PathBuf,
     address: SocketAddr,
     agents: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
@@ -101,32 +63,33 @@ impl Cluster {
 
     /// A coordinator that fetches and serves CIFAR from `datasets`.
     pub async fn start_serving(state_dir: &Path, datasets: Option<DatasetSource>) -> Cluster {
-        let (coordinator, address) =
-            Coordinator::start(state_dir, "127.0.0.1:0".parse().unwrap(), datasets).await;
+        let coordinator =
+            start_coordinator(state_dir, "127.0.0.1:0".parse().unwrap(), datasets).await;
         Cluster {
+            address: coordinator.address(),
             coordinator: Some(coordinator),
             state_dir: state_dir.to_path_buf(),
-            address,
             agents: Vec::new(),
         }
     }
 
-    pub fn coordinator(&self) -> &Coordinator {
+    pub fn coordinator(&self) -> &EmbeddedCoordinator {
         self.coordinator
             .as_ref()
             .expect("the coordinator is running")
     }
 
     pub fn handle(&self) -> &CoordinatorHandle {
-        &self.coordinator().handle
+        self.coordinator().handle()
     }
 
     /// Stops the coordinator, runs `while_down` against its state folder, starts it again on
     /// the same address. Agents keep running throughout.
     pub async fn restart_coordinator(&mut self, while_down: impl FnOnce(&Path)) {
-        self.coordinator.take().expect("running").shutdown().await;
+        let coordinator = self.coordinator.take().expect("running");
+        coordinator.shutdown().await.unwrap();
         while_down(&self.state_dir);
-        let (coordinator, _) = Coordinator::start(&self.state_dir, self.address, None).await;
+        let coordinator = start_coordinator(&self.state_dir, self.address, None).await;
         self.coordinator = Some(coordinator);
     }
 
@@ -169,7 +132,7 @@ impl Cluster {
             self.stop_agent(0).await;
         }
         if let Some(coordinator) = self.coordinator.take() {
-            coordinator.shutdown().await;
+            coordinator.shutdown().await.unwrap();
         }
     }
 
@@ -247,7 +210,7 @@ impl Cluster {
         let source_hash = self.source_output(source).await;
         let (mut file, _) = self
             .coordinator()
-            .artifacts
+            .artifacts()
             .open_artifact(&source_hash)
             .unwrap();
         let mut bytes = Vec::new();

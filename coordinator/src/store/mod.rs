@@ -6,6 +6,7 @@
 //! [`ClusterState::restore`](crate::state::ClusterState::restore) needs.
 
 mod artifacts;
+mod lock;
 mod migrations;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use artifacts::{ArtifactError, ArtifactStore};
+pub use lock::StateLock;
 
 use crate::datasets::StoredDataset;
 use crate::domain::{Agent, Job, Sweep};
@@ -40,6 +42,10 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    #[error(
+        "{state_dir} is in use by another coordinator ({holder}); stop it first, or give this one another state folder"
+    )]
+    Locked { state_dir: PathBuf, holder: String },
     #[error("state database {path}: row `{key}` of {table} is not valid: {source}")]
     CorruptRow {
         path: PathBuf,
@@ -71,6 +77,9 @@ pub struct StoredMetrics {
 pub struct Store {
     path: PathBuf,
     connection: Connection,
+    /// Held by the coordinator's store ([`Store::open_exclusive`]); dropped after the
+    /// connection is closed.
+    lock: Option<StateLock>,
 }
 
 impl Store {
@@ -97,7 +106,25 @@ impl Store {
             )
             .map_err(sqlite)?;
         migrations::migrate(&mut connection, &path)?;
-        Ok(Store { path, connection })
+        Ok(Store {
+            path,
+            connection,
+            lock: None,
+        })
+    }
+
+    /// [`Store::open`] for a coordinator: first takes the folder's [`StateLock`], so a second
+    /// coordinator over the same folder is refused ([`StoreError::Locked`]) instead of leasing
+    /// the same jobs. The lock is released when the store is dropped.
+    pub fn open_exclusive(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Io {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let lock = StateLock::acquire(state_dir)?;
+        let mut store = Store::open(state_dir)?;
+        store.lock = Some(lock);
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {

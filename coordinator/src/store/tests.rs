@@ -144,6 +144,42 @@ fn a_database_from_a_newer_coordinator_is_refused() {
 }
 
 #[test]
+fn a_state_folder_has_one_coordinator_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open_exclusive(dir.path()).unwrap();
+    let lock_file = dir.path().join(StateLock::FILE_NAME);
+    let holder = std::fs::read_to_string(&lock_file).unwrap();
+    assert!(
+        holder.starts_with(&format!("pid {} on ", std::process::id())),
+        "{holder}"
+    );
+
+    // A second coordinator (another open of the file, as another process makes) is refused,
+    // and told who holds the folder.
+    let error = Store::open_exclusive(dir.path()).err().expect("refused");
+    match &error {
+        StoreError::Locked { state_dir, holder } => {
+            assert_eq!(state_dir, dir.path());
+            assert_eq!(holder, holder.trim());
+            assert!(holder.starts_with("pid "), "{holder}");
+        }
+        other => panic!("expected Locked, got {other}"),
+    }
+    assert!(
+        error.to_string().contains("in use by another coordinator"),
+        "{error}"
+    );
+    // Readers take no lock, and the refused attempt left the holder's note intact.
+    Store::open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(std::fs::read_to_string(&lock_file).unwrap(), holder);
+
+    // Dropped (a stop, or the process's death), the folder is free at once.
+    drop(first);
+    let second = Store::open_exclusive(dir.path()).unwrap();
+    drop(second);
+}
+
+#[test]
 fn a_corrupt_row_names_its_table_and_key() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
