@@ -6,8 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{channel, start};
-use ndhtl_coordinator::domain::{JobKind, JobSpec, Resources};
+use common::{channel, spec, start};
 use ndhtl_coordinator::state::Timing;
 use ndhtl_proto::v1;
 use ndhtl_proto::v1::agent_service_client::AgentServiceClient;
@@ -21,16 +20,6 @@ const TIMING: Timing = Timing {
     agent_timeout_ms: 60_000,
     max_attempts: 3,
 };
-
-fn spec(id: &str) -> JobSpec {
-    JobSpec {
-        id: id.into(),
-        kind: JobKind::Finetune,
-        config_json: r#"{"task":"T1"}"#.into(),
-        depends_on: None,
-        resources: Resources::ANY,
-    }
-}
 
 fn capabilities(version: &str) -> v1::AgentCapabilities {
     v1::AgentCapabilities {

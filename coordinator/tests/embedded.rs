@@ -2,16 +2,17 @@
 //! start): it serves gRPC and HTTP on the ports it reports, holds its state folder alone, and a
 //! stop frees the ports and the folder, with the state kept for the next start.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use ndhtl_coordinator::domain::{JobKind, JobSpec, Resources};
+use common::{channel, spec};
 use ndhtl_coordinator::service::embedded::RunError;
 use ndhtl_coordinator::service::{EmbeddedCoordinator, EmbeddedOptions};
 use ndhtl_coordinator::state::Timing;
 use ndhtl_coordinator::store::StoreError;
-use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -24,16 +25,6 @@ const TIMING: Timing = Timing {
 
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
-}
-
-fn spec(id: &str) -> JobSpec {
-    JobSpec {
-        id: id.into(),
-        kind: JobKind::Finetune,
-        config_json: r#"{"task":"T1"}"#.into(),
-        depends_on: None,
-        resources: Resources::ANY,
-    }
 }
 
 /// The status line of `GET path` over plain HTTP/1.1.
@@ -53,12 +44,7 @@ fn http_status_line(address: SocketAddr, path: &str) -> String {
 }
 
 async fn grpc_health(coordinator: &EmbeddedCoordinator) -> ServingStatus {
-    let channel = Channel::from_shared(coordinator.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let response = HealthClient::new(channel)
+    let response = HealthClient::new(channel(coordinator).await)
         .check(tonic_health::pb::HealthCheckRequest {
             service: "ndhtl.v1.SweepService".into(),
         })

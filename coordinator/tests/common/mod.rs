@@ -1,6 +1,9 @@
 //! The coordinator the gRPC tests talk to: the embedded coordinator (the real store, event loop
-//! and server in this process) on a free port of 127.0.0.1, as `ndhtl run` starts it.
+//! and server in this process) on a free port of 127.0.0.1, as `ndhtl run` starts it; and the
+//! job the tests submit. Each test binary uses a part of it.
+#![allow(dead_code)]
 
+use ndhtl_coordinator::domain::{JobKind, JobSpec, Resources};
 use ndhtl_coordinator::service::{EmbeddedCoordinator, EmbeddedOptions};
 use ndhtl_coordinator::state::Timing;
 use tonic::transport::Channel;
@@ -21,4 +24,15 @@ pub async fn channel(coordinator: &EmbeddedCoordinator) -> Channel {
         .connect()
         .await
         .unwrap()
+}
+
+/// A fine-tune job of T1 with no dependency, runnable on any agent.
+pub fn spec(id: &str) -> JobSpec {
+    JobSpec {
+        id: id.into(),
+        kind: JobKind::Finetune,
+        config_json: r#"{"task":"T1"}"#.into(),
+        depends_on: None,
+        resources: Resources::ANY,
+    }
 }
