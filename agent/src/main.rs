@@ -68,9 +68,29 @@ fn main() {
         tch::set_num_threads(i32::try_from(threads.max(1)).unwrap_or(i32::MAX));
     }
     if let Err(error) = run(cli.command) {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", error_chain(&error));
+        if let Some(hint) = error.downcast_ref::<cli::Hint>() {
+            eprintln!("hint: {hint}");
+        }
         std::process::exit(1);
     }
+}
+
+/// An error and its causes on one line, outermost first, as `{:#}` writes them, less a cause
+/// that only repeats the one before it (tonic's transport errors name "tcp connect error" twice)
+/// and less a [`cli::Hint`], which `main` writes apart.
+fn error_chain(error: &anyhow::Error) -> String {
+    let hint = error
+        .downcast_ref::<cli::Hint>()
+        .map(|hint| hint.0.as_str());
+    let mut messages: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if messages.last() != Some(&message) && Some(message.as_str()) != hint {
+            messages.push(message);
+        }
+    }
+    messages.join(": ")
 }
 
 fn run(command: Command) -> Result<()> {
@@ -87,5 +107,57 @@ fn run(command: Command) -> Result<()> {
         Command::Bench(args) => cli::bench_cmd::run(args),
         Command::Coordinator(args) => cli::cluster_cmd::coordinator(args),
         Command::Agent(args) => cli::cluster_cmd::agent(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{message}")]
+    struct Cause {
+        message: &'static str,
+        #[source]
+        source: Option<Box<Cause>>,
+    }
+
+    fn cause(message: &'static str, source: Option<Cause>) -> Cause {
+        Cause {
+            message,
+            source: source.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn a_cause_that_repeats_the_one_before_is_written_once() {
+        let io = cause("Connection refused (os error 111)", None);
+        let chain = cause(
+            "transport error",
+            Some(cause(
+                "tcp connect error",
+                Some(cause("tcp connect error", Some(io))),
+            )),
+        );
+        let error = anyhow::Error::new(chain).context("cannot reach the coordinator at X");
+        assert_eq!(
+            error_chain(&error),
+            "cannot reach the coordinator at X: transport error: tcp connect error: Connection refused (os error 111)"
+        );
+        // Only a repeat of the cause just before is dropped, as `{:#}` would write the rest.
+        let apart = anyhow::Error::new(cause("a", Some(cause("b", Some(cause("a", None))))));
+        assert_eq!(error_chain(&apart), format!("{apart:#}"));
+        assert_eq!(error_chain(&apart), "a: b: a");
+
+        // A hint is not part of the chain, wherever it stands: `main` writes it on its own line.
+        let expected = error_chain(&error);
+        let hinted = error.context(crate::cli::Hint("do this".into()));
+        assert_eq!(
+            hinted.downcast_ref::<crate::cli::Hint>().unwrap().0,
+            "do this"
+        );
+        assert_eq!(error_chain(&hinted), expected);
+        let wrapped = hinted.context("reporting");
+        assert_eq!(error_chain(&wrapped), format!("reporting: {expected}"));
     }
 }

@@ -337,3 +337,48 @@ fn a_bad_sweep_is_refused_with_its_file_line_and_column() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_folder_without_coordinator_state_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps/smoke.yaml");
+    let smoke = smoke.to_str().unwrap();
+    for args in [
+        vec!["plan", smoke, "--state-dir", "nowhere"],
+        vec!["report", "smoke-0", "--state-dir", "nowhere"],
+    ] {
+        let output = ndhtl(d, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(
+            stderr.contains("nowhere holds no coordinator state"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!d.join("nowhere").exists(), "{args:?} created the folder");
+    }
+
+    // No coordinator at the address: the error says where, once each cause, and how to report
+    // without one.
+    let output = ndhtl(
+        d,
+        &["report", "smoke-0", "--coordinator", "http://127.0.0.1:1"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("error: cannot reach the coordinator at http://127.0.0.1:1: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\nhint: with no coordinator up, report from the sweep's state folder: ndhtl report smoke-0 --state-dir DIR"),
+        "{stderr}"
+    );
+    for line in stderr.lines() {
+        let causes: Vec<&str> = line.split(": ").collect();
+        assert!(
+            causes.windows(2).all(|pair| pair[0] != pair[1]),
+            "a cause repeated: {line}"
+        );
+    }
+}

@@ -212,6 +212,11 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The coordinator's `--state-dir`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
     pub fn start_coordinator(&mut self) {
         assert!(self.coordinator.is_none(), "the coordinator runs already");
         let args: Vec<String> = [
@@ -221,7 +226,7 @@ impl Cluster {
             "--http-listen",
             &format!("127.0.0.1:{}", self.http_port),
             "--state-dir",
-            &self.dir.path().join("state").display().to_string(),
+            &self.state_dir().display().to_string(),
             "--lease-timeout-secs",
             &LEASE_TIMEOUT_SECS.to_string(),
             "--heartbeat-secs",

@@ -1,6 +1,7 @@
 //! Reports through the coordinator's API and `ndhtl report`, on a real sweep run by a real
 //! agent process: partial while it runs, then Table 3, a grid and the best configurations whose
-//! numbers are checked against the stored results, and the folder of tables and figures.
+//! numbers are checked against the stored results, and the folder of tables and figures; then
+//! the same reports read from the coordinator's state folder, beside it and after it is killed.
 
 use std::process::Command;
 use std::time::Duration;
@@ -242,4 +243,72 @@ async fn reports_cover_a_running_sweep_then_match_its_stored_results() {
             "{line} not in\n{metrics}"
         );
     }
+
+    // The same reports from the coordinator's state folder, with no coordinator asked: beside
+    // the running one, then with it killed.
+    let state_dir = cluster.state_dir();
+    let from_state_dir = |args: &[&str]| {
+        let output = Command::new(ndhtl_binary())
+            .args(["report", &sweep, "--state-dir"])
+            .arg(&state_dir)
+            .args(args)
+            .output()
+            .expect("ndhtl report --state-dir");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (
+            output.status.success(),
+            String::from_utf8(output.stdout).unwrap(),
+            stderr,
+        )
+    };
+    let grid_args = [
+        "--grid",
+        "eta,seed",
+        "--where",
+        "method=ndhtl",
+        "--format",
+        "latex",
+    ];
+    let best_args = ["--best", "--format", "json"];
+    let (ok, text, stderr) = from_state_dir(&[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(text, served.text, "Table 3 beside the coordinator");
+    assert_eq!(
+        from_state_dir(&grid_args).1,
+        latex,
+        "the grid beside the coordinator"
+    );
+    cluster.kill_coordinator();
+    let (ok, text, stderr) = from_state_dir(&[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(text, served.text, "Table 3 with the coordinator gone");
+    assert_eq!(
+        from_state_dir(&grid_args).1,
+        latex,
+        "the grid with the coordinator gone"
+    );
+    assert_eq!(
+        from_state_dir(&best_args).1,
+        best.text,
+        "the best configurations"
+    );
+    let offline_out = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = from_state_dir(&["--out-dir", offline_out.path().to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(offline_out.path().join("table3.md")).unwrap(),
+        table3
+    );
+    let output = Command::new(ndhtl_binary())
+        .args(["report", "no-such-sweep", "--state-dir"])
+        .arg(&state_dir)
+        .output()
+        .expect("ndhtl report --state-dir");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("no sweep `no-such-sweep`")
+            && stderr.contains(&format!("{sweep} (reports, 7 jobs)")),
+        "names the folder's sweeps: {stderr}"
+    );
 }

@@ -10,6 +10,17 @@ pub mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
+/// What the user can do about an error, added as its outermost context
+/// (`error.context(Hint(..))`); `main` writes it on a line of its own after the error.
+#[derive(Debug)]
+pub struct Hint(pub String);
+
+impl std::fmt::Display for Hint {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
 /// Version line: the crate version and the backends compiled in.
 pub fn long_version() -> &'static str {
     let backends: Vec<&str> = ndhtl_agent::device::compiled_backends()

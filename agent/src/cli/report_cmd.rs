@@ -1,21 +1,28 @@
 //! `ndhtl report`: the coordinator computes a report (Table 3, a grid, the best
 //! configurations) and this prints or saves it; with `--out-dir`, every report in every format
-//! and the figures are written into a folder.
+//! and the figures are written into a folder. With `--state-dir` the same reports are computed
+//! here from a state folder's database, with no coordinator running (after `ndhtl run`, or on a
+//! copy of a cluster's state).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ndhtl_agent::report_bundle::{BundleOptions, write_report_bundle};
+use ndhtl_coordinator::error::CoordinatorError;
 use ndhtl_coordinator::service::convert::report_request_to_proto;
-use ndhtl_coordinator::service::sweep_api::outcomes_of_results;
+use ndhtl_coordinator::service::event_loop::ServiceError;
+use ndhtl_coordinator::service::sweep_api::{outcomes_of_results, stored_job_results};
+use ndhtl_coordinator::store::Store;
 use ndhtl_core::report::{
     FinetuneOutcome, GridSpec, LifetimeView, Metric, ReportFormat, ReportKind, ReportRequest,
+    progress, render,
 };
 use ndhtl_proto::v1;
 use ndhtl_proto::v1::sweep_service_client::SweepServiceClient;
 use tonic::transport::Channel;
 
+use super::Hint;
 use super::sweep_cmd::{ClientArgs, connect, runtime};
 
 #[derive(Debug, Args)]
@@ -48,6 +55,11 @@ pub struct ReportArgs {
     /// Write every report in every format, and the figures (SVG and PNG), into this folder.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// Read the results from this coordinator state folder instead of asking a coordinator:
+    /// `ndhtl run`'s `ndhtl-run`, a coordinator's `--state-dir`, or a copy of one. Works beside
+    /// a running coordinator too. Given, `--coordinator` is not used.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -105,38 +117,97 @@ pub(crate) async fn fetch_outcomes(
 
 pub fn report(args: ReportArgs) -> Result<()> {
     let request = args.request()?;
+    if let Some(state_dir) = &args.state_dir {
+        return report_from_state_dir(&args, &request, state_dir);
+    }
     runtime()?.block_on(async {
-        let mut client = connect(&args.client.coordinator).await?;
+        let mut client = connect(&args.client.coordinator).await.map_err(|error| {
+            error.context(Hint(format!(
+                "with no coordinator up, report from the sweep's state folder: ndhtl report {} --state-dir DIR (`ndhtl run` keeps it in ndhtl-run)",
+                args.sweep
+            )))
+        })?;
         if let Some(dir) = &args.out_dir {
             let outcomes = fetch_outcomes(&mut client, &args.sweep).await?;
-            let options = BundleOptions {
-                view: args.view,
-                metric: args.metric,
-                grid: args.grid_spec()?,
-            };
-            let written = write_report_bundle(&outcomes, dir, &options)
-                .with_context(|| format!("writing the reports into {}", dir.display()))?;
-            for path in &written {
-                println!("{}", path.display());
-            }
-            return Ok(());
+            return write_bundle(&args, &outcomes, dir);
         }
         let response = client
             .get_report(report_request_to_proto(&args.sweep, &request))
             .await
             .map_err(|status| anyhow::anyhow!("{}", status.message()))?
             .into_inner();
-        match &args.out {
-            Some(path) => std::fs::write(path, &response.text)
-                .with_context(|| format!("writing {}", path.display()))?,
-            None => print!("{}", response.text),
-        }
-        if response.finished_jobs < response.total_jobs {
-            eprintln!(
-                "note: {} of {} jobs finished; the report covers the finished ones",
-                response.finished_jobs, response.total_jobs
+        emit(
+            &args,
+            &response.text,
+            response.finished_jobs as usize,
+            response.total_jobs as usize,
+        )
+    })
+}
+
+/// `--state-dir`: the coordinator's own computation (the results `FetchResults` would return,
+/// then the same rendering), on the folder's database.
+fn report_from_state_dir(
+    args: &ReportArgs,
+    request: &ReportRequest,
+    state_dir: &Path,
+) -> Result<()> {
+    let store = Store::open_existing(state_dir)?;
+    let jobs = match stored_job_results(&store, &args.sweep) {
+        Ok(jobs) => jobs,
+        Err(ServiceError::Coordinator(CoordinatorError::UnknownSweep(sweep))) => {
+            let sweeps: Vec<String> = store
+                .load()?
+                .sweeps
+                .into_iter()
+                .map(|sweep| format!("{} ({}, {} jobs)", sweep.id, sweep.name, sweep.jobs.len()))
+                .collect();
+            let known = if sweeps.is_empty() {
+                "none".to_string()
+            } else {
+                sweeps.join(", ")
+            };
+            bail!(
+                "no sweep `{sweep}` in {}; its sweeps: {known}",
+                state_dir.display()
             );
         }
-        Ok(())
-    })
+        Err(error) => return Err(error.into()),
+    };
+    let outcomes = outcomes_of_results(&jobs)?;
+    if let Some(dir) = &args.out_dir {
+        return write_bundle(args, &outcomes, dir);
+    }
+    let (finished, total) = progress(&outcomes);
+    let text = render(&outcomes, request)?;
+    emit(args, &text, finished, total)
+}
+
+/// `--out-dir`: every report in every format, and the figures.
+fn write_bundle(args: &ReportArgs, outcomes: &[FinetuneOutcome], dir: &Path) -> Result<()> {
+    let options = BundleOptions {
+        view: args.view,
+        metric: args.metric,
+        grid: args.grid_spec()?,
+    };
+    let written = write_report_bundle(outcomes, dir, &options)
+        .with_context(|| format!("writing the reports into {}", dir.display()))?;
+    for path in &written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// Prints the report (or writes it to `--out`), with a note when it covers part of the sweep.
+fn emit(args: &ReportArgs, text: &str, finished: usize, total: usize) -> Result<()> {
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    if finished < total {
+        eprintln!("note: {finished} of {total} jobs finished; the report covers the finished ones");
+    }
+    Ok(())
 }

@@ -48,7 +48,8 @@ fn load_sweep(path: &Path, max_jobs: u64) -> Result<(SweepDefinition, SweepPlan,
 pub struct PlanArgs {
     /// The sweep file.
     pub sweep: PathBuf,
-    /// A coordinator state folder: jobs already succeeded there are marked as reused.
+    /// A coordinator state folder (its `--state-dir`; `ndhtl run` uses `ndhtl-run`): jobs
+    /// already succeeded there are marked as reused.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// Jobs listed as a sample.
@@ -126,7 +127,7 @@ pub fn plan(args: PlanArgs) -> Result<()> {
     let id = sweep_id(&plan.name, &jobs);
     let done: std::collections::BTreeSet<String> = match &args.state_dir {
         Some(dir) => {
-            let store = Store::open(dir)?;
+            let store = Store::open_existing(dir)?;
             store
                 .load()?
                 .jobs

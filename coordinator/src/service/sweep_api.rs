@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::report_request_from_proto;
 use super::event_loop::{CoordinatorHandle, ServiceError};
-use crate::domain::{JobKind, JobState};
+use crate::domain::{Job, JobKind, JobState};
 use crate::jobs::{jobs_of_plan, sweep_id};
 use crate::state::ClusterState;
 use crate::store::{Store, StoreError, StoredMetrics};
@@ -89,30 +89,64 @@ fn job_results(
     let sweep = state
         .sweep(sweep_id)
         .ok_or_else(|| crate::error::CoordinatorError::UnknownSweep(sweep_id.into()))?;
-    let mut results = Vec::with_capacity(sweep.jobs.len());
-    for job in sweep.jobs.iter().filter_map(|id| state.job(id)) {
-        let history = final_history(store.metrics_of(&job.spec.id)?);
-        let summary = store.summary_of(&job.spec.id)?;
-        let attempt = match &job.state {
-            JobState::Succeeded { attempt, .. } | JobState::Failed { attempt, .. } => *attempt,
-            JobState::Leased(lease) => lease.attempt,
-            JobState::Queued | JobState::Cancelled => job.attempts,
-        };
-        results.push(v1::JobResult {
-            job_id: job.spec.id.clone(),
-            kind: match job.spec.kind {
-                JobKind::Source => "source",
-                JobKind::Finetune => "finetune",
-            }
-            .into(),
-            config_json: job.spec.config_json.clone(),
-            state: job.state.name().into(),
-            attempt,
-            metrics_json: history.into_iter().map(|r| r.metrics_json).collect(),
-            summary_json: summary.map(|(_, json)| json).unwrap_or_default(),
-        });
-    }
-    Ok(results)
+    sweep
+        .jobs
+        .iter()
+        .filter_map(|id| state.job(id))
+        .map(|job| job_result(job, store))
+        .collect()
+}
+
+/// What `FetchResults` answers for a sweep, read from a state folder's database without a
+/// coordinator (`ndhtl report --state-dir`): after a coordinator or `ndhtl run` has stopped, or
+/// beside a running one (a reader takes no lock; each job's rows are read as committed, so a
+/// job that finishes meanwhile shows either as running or with its result).
+pub fn stored_job_results(
+    store: &Store,
+    sweep_id: &str,
+) -> Result<Vec<v1::JobResult>, ServiceError> {
+    let snapshot = store.load()?;
+    let sweep = snapshot
+        .sweeps
+        .iter()
+        .find(|sweep| sweep.id == sweep_id)
+        .ok_or_else(|| crate::error::CoordinatorError::UnknownSweep(sweep_id.into()))?;
+    let jobs: std::collections::HashMap<&str, &Job> = snapshot
+        .jobs
+        .iter()
+        .map(|job| (job.spec.id.as_str(), job))
+        .collect();
+    sweep
+        .jobs
+        .iter()
+        .filter_map(|id| jobs.get(id.as_str()))
+        .map(|job| job_result(job, store))
+        .collect()
+}
+
+/// One job's result as `FetchResults` carries it: its state, the attempt that holds or held
+/// it, its stored summary and its final metric history.
+fn job_result(job: &Job, store: &Store) -> Result<v1::JobResult, ServiceError> {
+    let history = final_history(store.metrics_of(&job.spec.id)?);
+    let summary = store.summary_of(&job.spec.id)?;
+    let attempt = match &job.state {
+        JobState::Succeeded { attempt, .. } | JobState::Failed { attempt, .. } => *attempt,
+        JobState::Leased(lease) => lease.attempt,
+        JobState::Queued | JobState::Cancelled => job.attempts,
+    };
+    Ok(v1::JobResult {
+        job_id: job.spec.id.clone(),
+        kind: match job.spec.kind {
+            JobKind::Source => "source",
+            JobKind::Finetune => "finetune",
+        }
+        .into(),
+        config_json: job.spec.config_json.clone(),
+        state: job.state.name().into(),
+        attempt,
+        metrics_json: history.into_iter().map(|r| r.metrics_json).collect(),
+        summary_json: summary.map(|(_, json)| json).unwrap_or_default(),
+    })
 }
 
 #[tonic::async_trait]
@@ -302,6 +336,108 @@ mod tests {
             attempt,
             lifetime,
             metrics_json: format!("{attempt}/{lifetime}"),
+        }
+    }
+
+    fn spec(id: &str) -> crate::domain::JobSpec {
+        crate::domain::JobSpec {
+            id: id.into(),
+            kind: JobKind::Finetune,
+            config_json: format!(r#"{{"job":"{id}"}}"#),
+            depends_on: None,
+            resources: crate::domain::Resources::ANY,
+        }
+    }
+
+    /// A sweep of four jobs driven through the state machine into the store, as the event loop
+    /// does: one succeeded (two lifetimes, a summary), one failed, one running, one queued.
+    fn sweep_in_every_state(store: &mut Store) -> ClusterState {
+        let mut state = ClusterState::new(crate::state::Timing::default());
+        let (_, changes) = state
+            .submit_sweep(
+                "s".into(),
+                "sweep".into(),
+                1,
+                ["a", "b", "c", "d"].map(spec).to_vec(),
+            )
+            .unwrap();
+        store.apply(&changes).unwrap();
+        let capabilities = crate::domain::AgentCapabilities {
+            backend: "flex".into(),
+            devices: vec![crate::domain::DeviceKind::Cpu],
+            slots: 1,
+            version: "0.1.0".into(),
+            hostname: "h".into(),
+        };
+        let (agent, _, changes) = state
+            .register_agent(capabilities, "0.1.0", None, &[], 0)
+            .unwrap();
+        store.apply(&changes).unwrap();
+        let lease = |state: &mut ClusterState, store: &mut Store| {
+            let (grant, changes) = state.lease(&agent, 0, 0).unwrap();
+            store.apply(&changes).unwrap();
+            grant.unwrap().spec.id
+        };
+        let first = lease(&mut state, store);
+        for lifetime in 1..=2 {
+            let (_, changes) = state
+                .report_metrics(
+                    &agent,
+                    &first,
+                    1,
+                    lifetime,
+                    format!(r#"{{"l":{lifetime}}}"#),
+                    None,
+                )
+                .unwrap();
+            store.apply(&changes).unwrap();
+        }
+        let changes = state
+            .complete(&agent, &first, 1, r#"{"final_top1":50.0}"#.into(), None)
+            .unwrap();
+        store.apply(&changes).unwrap();
+        let second = lease(&mut state, store);
+        let (_, changes) = state
+            .fail(&agent, &second, 1, "diverged".into(), false)
+            .unwrap();
+        store.apply(&changes).unwrap();
+        let third = lease(&mut state, store);
+        let (_, changes) = state
+            .report_metrics(&agent, &third, 1, 1, r#"{"l":1}"#.into(), None)
+            .unwrap();
+        store.apply(&changes).unwrap();
+        state
+    }
+
+    #[test]
+    fn a_state_folder_read_without_a_coordinator_gives_the_served_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open_exclusive(dir.path()).unwrap();
+        let state = sweep_in_every_state(&mut store);
+        let served = job_results(&state, &store, "s").unwrap();
+        let states: Vec<&str> = served.iter().map(|job| job.state.as_str()).collect();
+        assert_eq!(states, ["succeeded", "failed", "running", "queued"]);
+        assert_eq!(served[0].metrics_json, [r#"{"l":1}"#, r#"{"l":2}"#]);
+        assert_eq!(served[0].summary_json, r#"{"final_top1":50.0}"#);
+        assert_eq!(served[2].metrics_json.len(), 1);
+
+        // Read from the folder, beside the coordinator's store and after it is gone.
+        let reader = Store::open_existing(dir.path()).unwrap();
+        assert_eq!(stored_job_results(&reader, "s").unwrap(), served);
+        drop(store);
+        assert_eq!(stored_job_results(&reader, "s").unwrap(), served);
+
+        for error in [
+            job_results(&state, &reader, "t").unwrap_err(),
+            stored_job_results(&reader, "t").unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    error,
+                    ServiceError::Coordinator(crate::error::CoordinatorError::UnknownSweep(ref id)) if id == "t"
+                ),
+                "{error}"
+            );
         }
     }
 

@@ -46,6 +46,11 @@ pub enum StoreError {
         "{state_dir} is in use by another coordinator ({holder}); stop it first, or give this one another state folder"
     )]
     Locked { state_dir: PathBuf, holder: String },
+    #[error(
+        "{state_dir} holds no coordinator state (no {file}): give the folder a coordinator ran with (its --state-dir; `ndhtl run` uses ndhtl-run)",
+        file = Store::FILE_NAME
+    )]
+    NoState { state_dir: PathBuf },
     #[error("state database {path}: row `{key}` of {table} is not valid: {source}")]
     CorruptRow {
         path: PathBuf,
@@ -125,6 +130,19 @@ impl Store {
         let mut store = Store::open(state_dir)?;
         store.lock = Some(lock);
         Ok(store)
+    }
+
+    /// [`Store::open`] for a reader of a state folder a coordinator wrote (`ndhtl report
+    /// --state-dir`, `ndhtl plan --state-dir`): a folder without a database is
+    /// [`StoreError::NoState`], and nothing is created there. Like [`Store::open`] it takes no
+    /// lock, so it reads beside a running coordinator.
+    pub fn open_existing(state_dir: &Path) -> Result<Store, StoreError> {
+        if !state_dir.join(Self::FILE_NAME).is_file() {
+            return Err(StoreError::NoState {
+                state_dir: state_dir.to_path_buf(),
+            });
+        }
+        Store::open(state_dir)
     }
 
     pub fn path(&self) -> &Path {

@@ -180,6 +180,39 @@ fn a_state_folder_has_one_coordinator_at_a_time() {
 }
 
 #[test]
+fn a_reader_opens_only_a_folder_a_coordinator_wrote_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-state");
+    for folder in [missing.as_path(), dir.path()] {
+        let error = Store::open_existing(folder).err().expect("no state there");
+        match &error {
+            StoreError::NoState { state_dir } => assert_eq!(state_dir, folder),
+            other => panic!("expected NoState, got {other}"),
+        }
+        assert!(
+            error.to_string().contains("--state-dir"),
+            "says what to give instead: {error}"
+        );
+    }
+    assert!(!missing.exists(), "the missing folder was created");
+    assert!(
+        !dir.path().join(Store::FILE_NAME).exists(),
+        "a database was created"
+    );
+
+    // Beside the coordinator that holds the folder, a reader sees what it stored.
+    let mut coordinator = Store::open_exclusive(dir.path()).unwrap();
+    let (_, changes) = ClusterState::new(Timing::default())
+        .submit_sweep("s".into(), "sweep".into(), 1, vec![spec("j1")])
+        .unwrap();
+    coordinator.apply(&changes).unwrap();
+    let reader = Store::open_existing(dir.path()).unwrap();
+    let jobs = reader.load().unwrap().jobs;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].spec.id, "j1");
+}
+
+#[test]
 fn a_corrupt_row_names_its_table_and_key() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
