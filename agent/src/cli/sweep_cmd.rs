@@ -621,6 +621,10 @@ pub fn run(args: RunArgs) -> Result<()> {
             report_dir.display(),
             written.len()
         );
+        println!(
+            "others (a grid, the best configurations, another format): ndhtl report {sweep} --state-dir {} --grid ROWS,COLS | --best | --format latex",
+            args.state_dir.display()
+        );
         if status.failed > 0 {
             bail!("{} jobs failed", status.failed);
         }
