@@ -152,7 +152,7 @@ fn report_from_state_dir(
     request: &ReportRequest,
     state_dir: &Path,
 ) -> Result<()> {
-    let store = Store::open_existing(state_dir)?;
+    let store = Store::open_for_reading(state_dir)?;
     let jobs = match stored_job_results(&store, &args.sweep) {
         Ok(jobs) => jobs,
         Err(ServiceError::Coordinator(CoordinatorError::UnknownSweep(sweep))) => {

@@ -127,7 +127,7 @@ pub fn plan(args: PlanArgs) -> Result<()> {
     let id = sweep_id(&plan.name, &jobs);
     let done: std::collections::BTreeSet<String> = match &args.state_dir {
         Some(dir) => {
-            let store = Store::open_existing(dir)?;
+            let store = Store::open_for_reading(dir)?;
             store
                 .load()?
                 .jobs

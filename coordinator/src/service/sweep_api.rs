@@ -422,7 +422,7 @@ mod tests {
         assert_eq!(served[2].metrics_json.len(), 1);
 
         // Read from the folder, beside the coordinator's store and after it is gone.
-        let reader = Store::open_existing(dir.path()).unwrap();
+        let reader = Store::open_for_reading(dir.path()).unwrap();
         assert_eq!(stored_job_results(&reader, "s").unwrap(), served);
         drop(store);
         assert_eq!(stored_job_results(&reader, "s").unwrap(), served);

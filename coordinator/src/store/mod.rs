@@ -43,6 +43,14 @@ pub enum StoreError {
         supported: i64,
     },
     #[error(
+        "state database {path} has schema version {found}, older than this ndhtl's {supported}; a reader does not migrate it: read it with the ndhtl that wrote it, or let a coordinator of this version open the folder first"
+    )]
+    SchemaTooOld {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error(
         "{state_dir} is in use by another coordinator ({holder}); stop it first, or give this one another state folder"
     )]
     Locked { state_dir: PathBuf, holder: String },
@@ -132,17 +140,49 @@ impl Store {
         Ok(store)
     }
 
-    /// [`Store::open`] for a reader of a state folder a coordinator wrote (`ndhtl report
-    /// --state-dir`, `ndhtl plan --state-dir`): a folder without a database is
-    /// [`StoreError::NoState`], and nothing is created there. Like [`Store::open`] it takes no
-    /// lock, so it reads beside a running coordinator.
-    pub fn open_existing(state_dir: &Path) -> Result<Store, StoreError> {
-        if !state_dir.join(Self::FILE_NAME).is_file() {
+    /// Opens a state folder a coordinator wrote, for reading (`ndhtl report --state-dir`,
+    /// `ndhtl plan --state-dir`), beside a running coordinator or after it. A reader changes
+    /// nothing: a folder without a database is [`StoreError::NoState`] and stays as it was; a
+    /// database of another schema version is refused ([`StoreError::SchemaTooNew`],
+    /// [`StoreError::SchemaTooOld`]) rather than migrated, since a migration under the
+    /// coordinator that owns the folder would stop it from starting again. Takes no lock.
+    pub fn open_for_reading(state_dir: &Path) -> Result<Store, StoreError> {
+        let path = state_dir.join(Self::FILE_NAME);
+        if !path.is_file() {
             return Err(StoreError::NoState {
                 state_dir: state_dir.to_path_buf(),
             });
         }
-        Store::open(state_dir)
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let connection = Connection::open(&path).map_err(sqlite)?;
+        connection
+            .execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(sqlite)?;
+        let store = Store {
+            path: path.clone(),
+            connection,
+            lock: None,
+        };
+        let found = store.schema_version()?;
+        let supported = migrations::SCHEMA_VERSION;
+        if found > supported {
+            return Err(StoreError::SchemaTooNew {
+                path,
+                found,
+                supported,
+            });
+        }
+        if found < supported {
+            return Err(StoreError::SchemaTooOld {
+                path,
+                found,
+                supported,
+            });
+        }
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {

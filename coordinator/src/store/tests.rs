@@ -180,11 +180,13 @@ fn a_state_folder_has_one_coordinator_at_a_time() {
 }
 
 #[test]
-fn a_reader_opens_only_a_folder_a_coordinator_wrote_and_creates_nothing() {
+fn a_reader_opens_only_a_current_folder_a_coordinator_wrote_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-state");
     for folder in [missing.as_path(), dir.path()] {
-        let error = Store::open_existing(folder).err().expect("no state there");
+        let error = Store::open_for_reading(folder)
+            .err()
+            .expect("no state there");
         match &error {
             StoreError::NoState { state_dir } => assert_eq!(state_dir, folder),
             other => panic!("expected NoState, got {other}"),
@@ -206,10 +208,45 @@ fn a_reader_opens_only_a_folder_a_coordinator_wrote_and_creates_nothing() {
         .submit_sweep("s".into(), "sweep".into(), 1, vec![spec("j1")])
         .unwrap();
     coordinator.apply(&changes).unwrap();
-    let reader = Store::open_existing(dir.path()).unwrap();
+    let reader = Store::open_for_reading(dir.path()).unwrap();
     let jobs = reader.load().unwrap().jobs;
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].spec.id, "j1");
+    drop((reader, coordinator));
+
+    // A database of another schema version is refused, and left at its version: migrating an
+    // older one under its coordinator would keep that coordinator from starting again.
+    let database = dir.path().join(Store::FILE_NAME);
+    let user_version = || -> i64 {
+        rusqlite::Connection::open(&database)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap()
+    };
+    let set_user_version = |version: i64| {
+        rusqlite::Connection::open(&database)
+            .unwrap()
+            .execute_batch(&format!("PRAGMA user_version = {version}"))
+            .unwrap()
+    };
+    set_user_version(migrations::SCHEMA_VERSION - 1);
+    let error = Store::open_for_reading(dir.path()).err().expect("older");
+    assert!(
+        matches!(error, StoreError::SchemaTooOld { found, .. } if found == migrations::SCHEMA_VERSION - 1),
+        "{error}"
+    );
+    assert_eq!(
+        user_version(),
+        migrations::SCHEMA_VERSION - 1,
+        "migrated by a reader"
+    );
+    set_user_version(99);
+    let error = Store::open_for_reading(dir.path()).err().expect("newer");
+    assert!(
+        matches!(error, StoreError::SchemaTooNew { found: 99, .. }),
+        "{error}"
+    );
+    assert_eq!(user_version(), 99);
 }
 
 #[test]
