@@ -287,6 +287,25 @@ async fn reports_cover_a_running_sweep_then_match_its_stored_results() {
         std::fs::read_to_string(offline_out.path().join("table3.md")).unwrap(),
         table3
     );
+    // `ndhtl plan` over the same folder counts every job of the sweep as done there.
+    let sweep_file = offline_out.path().join("reports.yaml");
+    std::fs::write(&sweep_file, SWEEP).unwrap();
+    let plan = Command::new(ndhtl_binary())
+        .arg("plan")
+        .arg(&sweep_file)
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .output()
+        .expect("ndhtl plan --state-dir");
+    let plan_text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.status.success()
+            && plan_text.contains(&format!("({sweep})"))
+            && plan_text
+                .contains("jobs: 7 (1 source, 6 fine-tune); already in the store, reused: 7"),
+        "{plan_text}{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
     let output = Command::new(ndhtl_binary())
         .args(["report", "no-such-sweep", "--state-dir"])
         .arg(&state_dir)
