@@ -99,9 +99,16 @@ fn job_results(
 
 /// What `FetchResults` answers for a sweep, read from a state folder's database without a
 /// coordinator (`ndhtl report --state-dir`): after a coordinator or `ndhtl run` has stopped, or
-/// beside a running one (a reader takes no lock; each job's rows are read as committed, so a
-/// job that finishes meanwhile shows either as running or with its result).
+/// beside a running one (a reader takes no lock, and reads the whole sweep at one moment, as the
+/// event loop would answer it).
 pub fn stored_job_results(
+    store: &Store,
+    sweep_id: &str,
+) -> Result<Vec<v1::JobResult>, ServiceError> {
+    store.read_at_one_moment(|store| sweep_results_in_store(store, sweep_id))
+}
+
+fn sweep_results_in_store(
     store: &Store,
     sweep_id: &str,
 ) -> Result<Vec<v1::JobResult>, ServiceError> {

@@ -345,6 +345,21 @@ impl Store {
             .optional()
             .map_err(self.sqlite())
     }
+
+    /// Runs `read` in one read transaction: all its queries see the database as of one moment,
+    /// though a coordinator commits beside this reader meanwhile (WAL lets it write on). Meant
+    /// for readers of a live folder ([`Store::open_for_reading`]); it writes nothing.
+    pub fn read_at_one_moment<T, E: From<StoreError>>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        // Rolled back when dropped: there is nothing to commit.
+        let _transaction = self
+            .connection
+            .unchecked_transaction()
+            .map_err(self.sqlite())?;
+        read(self)
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {

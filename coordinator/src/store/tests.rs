@@ -250,6 +250,39 @@ fn a_reader_opens_only_a_current_folder_a_coordinator_wrote_and_writes_nothing()
 }
 
 #[test]
+fn a_reader_sees_one_moment_while_the_coordinator_commits_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut coordinator = Store::open_exclusive(dir.path()).unwrap();
+    let mut state = ClusterState::new(Timing::default());
+    let (_, changes) = state
+        .submit_sweep("s".into(), "sweep".into(), 1, vec![spec("a")])
+        .unwrap();
+    coordinator.apply(&changes).unwrap();
+    let reader = Store::open_for_reading(dir.path()).unwrap();
+    let (first_read, second_read) = reader
+        .read_at_one_moment(|reader| -> Result<_, StoreError> {
+            let first_read = reader.load()?.jobs.len();
+            // The coordinator commits a second sweep's job between the reader's two reads.
+            let (_, changes) = state
+                .submit_sweep("t".into(), "other".into(), 1, vec![spec("b")])
+                .unwrap();
+            coordinator.apply(&changes)?;
+            Ok((first_read, reader.load()?.jobs.len()))
+        })
+        .unwrap();
+    assert_eq!(
+        (first_read, second_read),
+        (1, 1),
+        "both reads see one moment"
+    );
+    assert_eq!(
+        reader.load().unwrap().jobs.len(),
+        2,
+        "the next read sees the commit"
+    );
+}
+
+#[test]
 fn a_corrupt_row_names_its_table_and_key() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
