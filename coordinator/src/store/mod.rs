@@ -35,7 +35,7 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     #[error(
-        "state database {path} has schema version {found}, newer than this coordinator's {supported}; upgrade the coordinator"
+        "state database {path} has schema version {found}, newer than this ndhtl's {supported}; it was written by a newer ndhtl: upgrade this one (coordinator or reader) to read or serve it"
     )]
     SchemaTooNew {
         path: PathBuf,

@@ -140,7 +140,10 @@ fn a_database_from_a_newer_coordinator_is_refused() {
         matches!(error, StoreError::SchemaTooNew { found: 99, .. }),
         "{error}"
     );
-    assert!(error.to_string().contains("upgrade the coordinator"));
+    assert!(
+        error.to_string().contains("written by a newer ndhtl"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -244,6 +247,12 @@ fn a_reader_opens_only_a_current_folder_a_coordinator_wrote_and_writes_nothing()
     let error = Store::open_for_reading(dir.path()).err().expect("newer");
     assert!(
         matches!(error, StoreError::SchemaTooNew { found: 99, .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("upgrade this one (coordinator or reader)"),
         "{error}"
     );
     assert_eq!(user_version(), 99);
