@@ -167,6 +167,37 @@ fn synth_source_and_both_fine_tunes_of_t1() {
         custom[0]["steps"], 120,
         "2 superclasses × 5 classes × 12 images"
     );
+
+    // A negative η₀ parses (`--eta -1`, not a flag), warns why, and the job fails as diverged
+    // once the trace E, growing 2× per step, overflows (within 3 lifetimes of 120 steps).
+    let diverging = ndhtl(
+        d,
+        &[
+            "train",
+            "finetune",
+            "--data",
+            "data",
+            "--source",
+            "src.bpk",
+            "--task",
+            "T1",
+            "--eta",
+            "-1",
+            "--fixed-eta",
+            "--lifetimes",
+            "3",
+            "--run-dir",
+            "diverging",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&diverging.stderr);
+    assert!(!diverging.status.success(), "{stderr}");
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(
+        stderr.contains("eta = -1") && stderr.contains("overflows"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("training diverged"), "{stderr}");
 }
 
 #[test]

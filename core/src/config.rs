@@ -85,6 +85,20 @@ pub enum KReduce {
     Mean,
 }
 
+/// A configuration that runs but is known to be useless or unstable: the field it concerns (a
+/// sweep locates it in the file) and what to tell the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// A configuration value that cannot work.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid `{field}` = {value}: {reason}")]
@@ -329,26 +343,56 @@ impl FinetuneConfig {
     }
 
     /// Known-useless choices: worth a warning, not an error (spec §3).
-    pub fn warnings(&self) -> Vec<String> {
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
         let mut warnings = Vec::new();
-        if self.method == Method::Ndhtl
-            && self.k < 3
-            && self.plastic.rule == PlasticityRule::Retroactive
-        {
-            warnings.push(format!(
-                "k = {}: with K < 3 η gets no gradient{} (spec §3); use K ≥ 3",
-                self.k,
-                if self.k < 2 {
-                    " and neither does the modulator"
-                } else {
-                    ""
-                }
-            ));
+        if self.method != Method::Ndhtl {
+            return warnings;
         }
-        if self.method == Method::Ndhtl && self.plastic.clip == 0.0 {
-            warnings.push(
-                "clip = 0: H stays zero and NDHTL reduces to STL with a K-step window".into(),
-            );
+        let uses_the_trace = self.plastic.rule == PlasticityRule::Retroactive;
+        if self.k < 3 && uses_the_trace {
+            warnings.push(ConfigWarning {
+                field: "k",
+                message: format!(
+                    "k = {}: with K < 3 η gets no gradient{} (spec §3); use K ≥ 3",
+                    self.k,
+                    if self.k < 2 {
+                        " and neither does the modulator"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+        if self.plastic.clip == 0.0 {
+            warnings.push(ConfigWarning {
+                field: "clip",
+                message: "clip = 0: H stays zero and NDHTL reduces to STL with a K-step window"
+                    .into(),
+            });
+        }
+        if uses_the_trace && !(0.0..=1.0).contains(&self.eta) {
+            warnings.push(ConfigWarning {
+                field: "eta",
+                message: format!(
+                    "eta = {}: E ← (1 − η)·E + η·Q (spec §3, P7) is a moving average only for η in (0, 1]; \
+                     here the trace {}",
+                    self.eta,
+                    if self.eta < 0.0 || self.eta > 2.0 {
+                        "grows by a factor |1 − η| > 1 per step until it overflows, unless \
+                         training moves η back into range (never, with fixed_eta)"
+                    } else {
+                        "oscillates around Q instead of averaging it (1 − η < 0)"
+                    }
+                ),
+            });
+        }
+        if uses_the_trace && self.eta == 0.0 && self.fixed_eta {
+            warnings.push(ConfigWarning {
+                field: "eta",
+                message: "eta = 0 with fixed_eta: E, and so H, stay zero and NDHTL reduces to STL \
+                          with a K-step window"
+                    .into(),
+            });
         }
         warnings
     }
@@ -411,18 +455,64 @@ mod tests {
             k: 1,
             ..Default::default()
         };
-        assert!(config.warnings()[0].contains("modulator"));
+        assert!(config.warnings()[0].message.contains("modulator"));
+        assert_eq!(config.warnings()[0].field, "k");
         let config = FinetuneConfig {
             k: 2,
             ..Default::default()
         };
-        assert!(!config.warnings()[0].contains("modulator"));
+        assert!(!config.warnings()[0].message.contains("modulator"));
         let config = FinetuneConfig {
             k: 1,
             method: Method::Stl,
             ..Default::default()
         };
         assert!(config.warnings().is_empty());
+    }
+
+    #[test]
+    fn an_eta_outside_the_unit_interval_warns_when_the_trace_uses_it() {
+        let warning_of = |eta: f32, fixed_eta: bool, rule: PlasticityRule| {
+            let mut config = FinetuneConfig {
+                eta,
+                fixed_eta,
+                ..Default::default()
+            };
+            config.plastic.rule = rule;
+            config.warnings()
+        };
+        for eta in [0.0, 0.1, 1.0] {
+            assert!(
+                warning_of(eta, false, PlasticityRule::Retroactive).is_empty(),
+                "{eta}"
+            );
+        }
+        let diverging = warning_of(-1.0, false, PlasticityRule::Retroactive);
+        assert_eq!(diverging.len(), 1);
+        assert_eq!(diverging[0].field, "eta");
+        assert!(diverging[0].message.contains("overflows"), "{diverging:?}");
+        let oscillating = warning_of(1.5, false, PlasticityRule::Retroactive);
+        assert!(
+            oscillating[0].message.contains("oscillates"),
+            "{oscillating:?}"
+        );
+        assert!(
+            warning_of(2.5, true, PlasticityRule::Retroactive)[0]
+                .message
+                .contains("overflows")
+        );
+        // η is not used by the simple rule, nor by STL.
+        assert!(warning_of(-1.0, false, PlasticityRule::Simple).is_empty());
+        let stl = FinetuneConfig {
+            eta: -1.0,
+            method: Method::Stl,
+            ..Default::default()
+        };
+        assert!(stl.warnings().is_empty());
+        // η₀ = 0 is learned away from zero, unless it is fixed.
+        let frozen = warning_of(0.0, true, PlasticityRule::Retroactive);
+        assert_eq!(frozen.len(), 1);
+        assert!(frozen[0].message.contains("reduces to STL"), "{frozen:?}");
     }
 
     #[test]

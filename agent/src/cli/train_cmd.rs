@@ -162,7 +162,8 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 10)]
     pub k: usize,
     /// NDHTL: η₀, the initial rate of the eligibility trace E (a learned "meta-parameter").
-    #[arg(long, default_value_t = 0.1)]
+    /// Outside [0, 1] the trace does not average (a warning says how); `--eta -1` is accepted.
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub eta: f32,
     /// NDHTL: keep η fixed at η₀.
     #[arg(long)]

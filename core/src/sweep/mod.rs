@@ -407,17 +407,14 @@ impl SweepDefinition {
     fn warnings(&self, configs: &[FinetuneConfig]) -> Vec<SweepWarning> {
         let mut warnings: Vec<SweepWarning> = Vec::new();
         for config in configs {
-            for message in config.warnings() {
+            for warning in config.warnings() {
+                let message = warning.message;
                 if let Some(existing) = warnings.iter_mut().find(|w| w.message == message) {
                     existing.jobs += 1;
                     continue;
                 }
-                let key = if message.starts_with("clip") {
-                    "finetune.clip"
-                } else {
-                    "finetune.k"
-                };
-                let (line, column) = locate::locate_key(&self.text, key);
+                let key = format!("finetune.{}", warning.field);
+                let (line, column) = locate::locate_key(&self.text, &key);
                 warnings.push(SweepWarning {
                     file: self.file_name.clone(),
                     line,

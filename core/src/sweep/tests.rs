@@ -259,6 +259,23 @@ fn useless_choices_warn_with_a_location() {
 }
 
 #[test]
+fn each_warning_points_at_its_own_key() {
+    let eta_plan =
+        plan("name: w\nfinetune:\n  targets: [T1, T2]\n  clip: [0, 0.5]\n  eta: [0.1, -1]\n");
+    let messages: Vec<String> = eta_plan.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].starts_with("test.yaml:4:3: warning: clip = 0"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].starts_with("test.yaml:5:3: warning: eta = -1"),
+        "{messages:?}"
+    );
+    assert_eq!(eta_plan.warnings[1].jobs, 4, "two targets, two clips");
+}
+
+#[test]
 fn oversized_sweeps_are_refused_before_expansion() {
     // 10 targets × 2 methods × 1000 seeds × 1000 K: 2e7 jobs, refused from the axis lengths.
     let text = "name: big\nfinetune:\n  target: all\n  method: [stl, ndhtl]\n  seed: {range: {from: 0, to: 999, step: 1}}\n  k: {range: {from: 1, to: 1000, step: 1}}\n";
