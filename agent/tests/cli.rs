@@ -413,3 +413,71 @@ fn a_folder_without_coordinator_state_is_refused_and_left_alone() {
         );
     }
 }
+
+#[test]
+fn a_failed_job_stays_failed_on_a_rerun_and_runs_again_with_retry_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // One good fine-tune, and one whose trace grows 2× a step until the loss is NaN.
+    let sweep = "name: diverging\n\
+                 data:\n  synthetic:\n    cifar10_train_per_class: 20\n    cifar10_test_per_class: 5\n    cifar100_train_per_class: 12\n    cifar100_test_per_class: 4\n\
+                 source: {epochs: 1, lr: 0.02, batch_size: 32}\n\
+                 finetune:\n  target: T1\n  method: ndhtl\n  lifetimes: 3\n  eta: [0.1, -1]\n  fixed_eta: true\n";
+    std::fs::write(d.join("diverging.yaml"), sweep).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "diverging.yaml", "--agents", "1"];
+        args.extend_from_slice(extra);
+        let output = ndhtl(d, &args);
+        assert!(!output.status.success(), "a failed job fails the run");
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (stdout, stderr) = run(&[]);
+    assert!(
+        stdout.contains("2 succeeded, 1 failed, 0 cancelled (0 reused"),
+        "{stdout}"
+    );
+    let failed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("failed: "))
+        .collect();
+    assert_eq!(failed.len(), 1, "{stdout}");
+    assert!(
+        failed[0].contains(
+            "(T1 ndhtl seed 0, K 10, η -1, clip 0.5, lr 0.0001), attempt 1: training diverged"
+        ),
+        "{}",
+        failed[0]
+    );
+    assert!(
+        stderr.contains("error: 1 of 3 jobs failed")
+            && stderr.contains("\nhint: a rerun keeps a failed job failed")
+            && stderr.contains("ndhtl run diverging.yaml --retry-failed --state-dir ndhtl-run"),
+        "{stderr}"
+    );
+
+    // A rerun reuses the two results and reports the failure as it was.
+    let (stdout, _) = run(&[]);
+    assert!(
+        stdout.contains("2 succeeded, 1 failed, 0 cancelled (2 reused from earlier runs)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("), attempt 1: training diverged"),
+        "{stdout}"
+    );
+
+    // --retry-failed runs it again, as attempt 2 (here it fails the same way: the cause stays).
+    let (stdout, _) = run(&["--retry-failed"]);
+    assert!(
+        stdout.contains("(2 reused from earlier runs, 1 failed before and run again)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("), attempt 2: training diverged"),
+        "{stdout}"
+    );
+}

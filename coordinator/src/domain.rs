@@ -110,8 +110,13 @@ impl JobState {
 pub struct Job {
     pub spec: JobSpec,
     pub state: JobState,
-    /// Attempts started so far (the next lease is attempt `attempts + 1`).
+    /// Attempts started so far (the next lease is attempt `attempts + 1`). Never reset: attempt
+    /// numbers of a job do not repeat, since its metrics and summary are keyed by attempt.
     pub attempts: u32,
+    /// `attempts` when the job was last queued afresh (by a sweep submitted again, or by a retry
+    /// of failed jobs): `max_attempts` counts the attempts after it. 0 for a job never requeued.
+    #[serde(default)]
+    pub attempts_before_this_run: u32,
     /// Sweeps that asked for this job.
     pub sweeps: BTreeSet<SweepId>,
     /// Lifetimes reported so far (by any attempt: a resumed attempt continues the count).
@@ -120,6 +125,15 @@ pub struct Job {
     pub checkpoint: Option<(u32, ArtifactHash)>,
     /// Submission order, for a stable queue.
     pub sequence: u64,
+}
+
+impl Job {
+    /// Back to the queue as if new: the next lease is a new attempt number (numbers never repeat)
+    /// with a fresh budget of `max_attempts`. The checkpoint stays, so it resumes.
+    pub fn queue_afresh(&mut self) {
+        self.state = JobState::Queued;
+        self.attempts_before_this_run = self.attempts;
+    }
 }
 
 /// A submitted sweep.

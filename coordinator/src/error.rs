@@ -53,6 +53,11 @@ pub enum CoordinatorError {
     /// → `ALREADY_EXISTS`.
     #[error("sweep `{0}` already exists")]
     DuplicateSweep(SweepId),
+    /// → `FAILED_PRECONDITION`.
+    #[error(
+        "sweep `{0}` was cancelled: its jobs are not retried; submit the sweep under another name to run them"
+    )]
+    SweepCancelled(SweepId),
     /// → `FAILED_PRECONDITION`: nothing will change until someone acts.
     #[error(
         "the coordinator does not serve {dataset}: it runs with `--cifar-fetch off`; give agents the data with `--data`, or start the coordinator with `--cifar-fetch on-demand`"

@@ -1,12 +1,14 @@
 //! The sweep service over real gRPC on 127.0.0.1: a sweep is checked as fully by the
 //! coordinator as by `ndhtl` (targets and source tasks against the class tables), a refused
-//! sweep names the file, line and key and stores nothing, and a good one is stored.
+//! sweep names the file, line and key and stores nothing, and a good one is stored; a sweep
+//! submitted again runs its failed jobs again only when asked.
 
 mod common;
 
 use common::{channel, start};
 use ndhtl_coordinator::state::Timing;
 use ndhtl_proto::v1;
+use ndhtl_proto::v1::agent_service_client::AgentServiceClient;
 use ndhtl_proto::v1::sweep_service_client::SweepServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -23,6 +25,7 @@ fn submit_request(yaml: &str) -> v1::SubmitSweepRequest {
         yaml: yaml.into(),
         file_name: "grid.yaml".into(),
         priority: 0,
+        retry_failed: false,
     }
 }
 
@@ -98,5 +101,148 @@ async fn unknown_classes_and_source_tasks_are_refused_with_their_place_and_nothi
         .into_inner();
     assert_eq!(response.jobs, 4, "one source and three fine-tunes");
     assert_eq!(sweep_count(&mut client).await, 1);
+    running.shutdown().await.unwrap();
+}
+
+async fn sweep_status(client: &mut SweepServiceClient<Channel>, sweep: &str) -> v1::SweepStatus {
+    client
+        .get_status(v1::GetStatusRequest {
+            sweep_id: sweep.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sweeps
+        .remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_jobs_run_again_only_when_the_sweep_is_resubmitted_with_retry_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), TIMING).await;
+    let mut sweeps = SweepServiceClient::new(channel(&running).await);
+    let mut agents = AgentServiceClient::new(channel(&running).await);
+    let yaml = "name: retry\nsource: {epochs: 1}\nfinetune:\n  target: [T1, T2]\n  method: stl\n";
+    let submitted = sweeps
+        .submit_sweep(submit_request(yaml))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((submitted.jobs, submitted.retried), (3, 0));
+    let agent = agents
+        .register(v1::RegisterRequest {
+            capabilities: Some(v1::AgentCapabilities {
+                backend: "flex".into(),
+                devices: vec![v1::Device {
+                    kind: "cpu".into(),
+                    name: "cpu".into(),
+                    ..Default::default()
+                }],
+                slots: 1,
+                version: ndhtl_coordinator::VERSION.into(),
+                hostname: "test".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agent_id;
+    let lease = |agents: &mut AgentServiceClient<Channel>| {
+        let mut agents = agents.clone();
+        let agent = agent.clone();
+        async move {
+            agents
+                .lease_job(v1::LeaseJobRequest {
+                    agent_id: agent,
+                    slot: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .lease
+        }
+    };
+    let source = lease(&mut agents).await.expect("the source job");
+    assert_eq!(
+        (source.kind.as_str(), source.job.as_ref().unwrap().attempt),
+        ("source", 1)
+    );
+    let retried = agents
+        .fail_job(v1::FailJobRequest {
+            agent_id: agent.clone(),
+            job: source.job.clone(),
+            error: "CUDA out of memory".into(),
+            retryable: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!retried.will_retry);
+    let status = sweep_status(&mut sweeps, &submitted.sweep_id).await;
+    assert_eq!(
+        (status.failed, status.queued),
+        (3, 0),
+        "the fine-tunes fail with their source"
+    );
+
+    // Submitted again as it was (a rerun): the same sweep, its failures kept.
+    let again = sweeps
+        .submit_sweep(submit_request(yaml))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (again.sweep_id.as_str(), again.retried),
+        (submitted.sweep_id.as_str(), 0)
+    );
+    assert_eq!(
+        sweep_status(&mut sweeps, &submitted.sweep_id).await.failed,
+        3
+    );
+    assert!(lease(&mut agents).await.is_none());
+
+    // With retry_failed: all three queued, the source first, as a new attempt number.
+    let retry = sweeps
+        .submit_sweep(v1::SubmitSweepRequest {
+            retry_failed: true,
+            ..submit_request(yaml)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((retry.jobs, retry.retried), (3, 3));
+    let status = sweep_status(&mut sweeps, &submitted.sweep_id).await;
+    assert_eq!((status.failed, status.queued), (0, 3));
+    let source_again = lease(&mut agents).await.expect("the source again");
+    assert_eq!(
+        source_again.job,
+        Some(v1::JobAttempt {
+            job_id: source.job.unwrap().job_id,
+            attempt: 2
+        })
+    );
+
+    // A cancelled sweep's jobs are not retried, and the caller is told why.
+    sweeps
+        .cancel_sweep(v1::CancelSweepRequest {
+            sweep_id: submitted.sweep_id.clone(),
+        })
+        .await
+        .unwrap();
+    let refused = sweeps
+        .submit_sweep(v1::SubmitSweepRequest {
+            retry_failed: true,
+            ..submit_request(yaml)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("was cancelled"),
+        "{}",
+        refused.message()
+    );
     running.shutdown().await.unwrap();
 }

@@ -348,6 +348,7 @@ impl Cluster {
                 yaml: yaml.into(),
                 file_name: "chaos.yaml".into(),
                 priority: 0,
+                retry_failed: false,
             })
             .await
             .expect("submit")

@@ -23,6 +23,7 @@ use ndhtl_coordinator::service::{EmbeddedCoordinator, EmbeddedOptions};
 use ndhtl_coordinator::state::Timing;
 use ndhtl_coordinator::store::Store;
 
+use super::Hint;
 use super::report_cmd::fetch_outcomes;
 use ndhtl_core::config::{FinetuneConfig, Method};
 use ndhtl_core::report::{LifetimeView, table3};
@@ -248,6 +249,11 @@ pub struct SubmitArgs {
     /// Seconds between progress checks with `--wait`.
     #[arg(long, default_value_t = 15)]
     pub poll_secs: u64,
+    /// If this sweep was submitted before, run its failed jobs again (a failed job is otherwise
+    /// final): each as a new attempt, resuming from its last checkpoint, with a fresh budget of
+    /// retries.
+    #[arg(long)]
+    pub retry_failed: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -310,13 +316,21 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
                 yaml: text,
                 file_name: args.sweep.display().to_string(),
                 priority: args.priority.unwrap_or(plan.priority),
+                retry_failed: args.retry_failed,
             })
             .await
             .map_err(|status| anyhow::anyhow!("{}", status.message()))?
             .into_inner();
         println!(
-            "{}\t{} jobs ({} reused)",
-            response.sweep_id, response.jobs, response.reused
+            "{}\t{} jobs ({} reused{})",
+            response.sweep_id,
+            response.jobs,
+            response.reused,
+            if args.retry_failed {
+                format!(", {} failed queued again", response.retried)
+            } else {
+                String::new()
+            }
         );
         if args.wait {
             wait_for_sweep(
@@ -470,6 +484,11 @@ pub struct RunArgs {
     /// Also serve the coordinator's gRPC API here (for `ndhtl status` from another terminal).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// Run the failed jobs of an earlier run of this sweep again (a failed job is otherwise
+    /// final, and a rerun only reports it): each as a new attempt, resuming from its last
+    /// checkpoint.
+    #[arg(long)]
+    pub retry_failed: bool,
 }
 
 /// The data folder local agents use, downloading the official archives first if the sweep
@@ -554,6 +573,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 yaml: text,
                 file_name: args.sweep.display().to_string(),
                 priority: plan.priority,
+                retry_failed: args.retry_failed,
             })
             .await
             .map_err(|status| anyhow::anyhow!("{}", status.message()))?
@@ -608,12 +628,17 @@ pub fn run(args: RunArgs) -> Result<()> {
         let report_dir = args.state_dir.join("reports").join(&sweep);
         let written = write_report_bundle(&outcomes, &report_dir, &BundleOptions::default())
             .with_context(|| format!("writing the reports into {}", report_dir.display()))?;
+        let retried = if args.retry_failed {
+            format!(", {} failed before and run again", submitted.retried)
+        } else {
+            String::new()
+        };
         println!(
-            "\nsweep {sweep}: {} succeeded, {} failed, {} cancelled ({} reused from earlier runs)\n",
+            "\nsweep {sweep}: {} succeeded, {} failed, {} cancelled ({} reused from earlier runs{retried})\n",
             status.succeeded, status.failed, status.cancelled, submitted.reused
         );
         for failure in &status.failures {
-            println!("failed: {}: {}", failure.job.clone().unwrap_or_default().job_id, failure.error);
+            println!("{}", failure_line(failure, &outcomes));
         }
         print!("{}", table3(&outcomes, LifetimeView::Final).to_markdown());
         println!(
@@ -626,8 +651,106 @@ pub fn run(args: RunArgs) -> Result<()> {
             args.state_dir.display()
         );
         if status.failed > 0 {
-            bail!("{} jobs failed", status.failed);
+            let error = anyhow::anyhow!(
+                "{} of {} job{} failed (`failed:` above); the others' results are reported",
+                status.failed,
+                submitted.jobs,
+                if submitted.jobs == 1 { "" } else { "s" }
+            );
+            return Err(error.context(Hint(format!(
+                "a rerun keeps a failed job failed; once its cause is gone (memory, a device, data), `ndhtl run {} --retry-failed --state-dir {}` runs it again",
+                args.sweep.display(),
+                args.state_dir.display()
+            ))));
         }
         Ok(())
     })
+}
+
+/// One failed job, as `ndhtl run` lists it: its short id, what it was (a fine-tune's target,
+/// method, seed and the parameters that tell it from its neighbours, or the source model), the
+/// attempt, and the error kept by the coordinator.
+fn failure_line(
+    failure: &v1::JobFailure,
+    outcomes: &[ndhtl_core::report::FinetuneOutcome],
+) -> String {
+    let job = failure.job.clone().unwrap_or_default();
+    let short_id = job.job_id.get(..12).unwrap_or(&job.job_id);
+    let what = match outcomes.iter().find(|outcome| outcome.job_id == job.job_id) {
+        Some(outcome) => {
+            let config = &outcome.config;
+            let mut what = format!(
+                "{} {} seed {}",
+                config.task,
+                config.method.as_str(),
+                config.seed
+            );
+            if config.method == Method::Ndhtl {
+                what.push_str(&format!(
+                    ", K {}, η {}, clip {}",
+                    config.k, config.eta, config.plastic.clip
+                ));
+            }
+            what.push_str(&format!(", lr {}", config.lr));
+            what
+        }
+        None => "the source model".to_string(),
+    };
+    format!(
+        "failed: {short_id} ({what}), attempt {}: {}",
+        job.attempt, failure.error
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndhtl_core::report::FinetuneOutcome;
+
+    fn failure(job_id: &str, error: &str) -> v1::JobFailure {
+        v1::JobFailure {
+            job: Some(v1::JobAttempt {
+                job_id: job_id.into(),
+                attempt: 2,
+            }),
+            error: error.into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_job_is_named_by_what_it_trained() {
+        let ndhtl = FinetuneOutcome {
+            job_id: "a".repeat(64),
+            config: FinetuneConfig {
+                task: "T3".into(),
+                eta: -1.0,
+                seed: 4,
+                ..Default::default()
+            },
+            summary: None,
+            history: Vec::new(),
+        };
+        let stl = FinetuneOutcome {
+            job_id: "b".repeat(64),
+            config: FinetuneConfig {
+                method: Method::Stl,
+                ..Default::default()
+            },
+            summary: None,
+            history: Vec::new(),
+        };
+        let outcomes = [ndhtl, stl];
+        assert_eq!(
+            failure_line(&failure(&"a".repeat(64), "training diverged"), &outcomes),
+            "failed: aaaaaaaaaaaa (T3 ndhtl seed 4, K 10, η -1, clip 0.5, lr 0.0001), attempt 2: training diverged"
+        );
+        assert_eq!(
+            failure_line(&failure(&"b".repeat(64), "out of memory"), &outcomes),
+            "failed: bbbbbbbbbbbb (T1 stl seed 0, lr 0.0001), attempt 2: out of memory"
+        );
+        assert_eq!(
+            failure_line(&failure("c0ffee", "no data"), &outcomes),
+            "failed: c0ffee (the source model), attempt 2: no data"
+        );
+    }
 }

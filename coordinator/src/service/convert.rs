@@ -127,6 +127,7 @@ impl From<ServiceError> for Status {
                 CoordinatorError::StaleAttempt { .. }
                 | CoordinatorError::SlotBusy { .. }
                 | CoordinatorError::VersionMismatch { .. }
+                | CoordinatorError::SweepCancelled(_)
                 | CoordinatorError::DatasetNotServed { .. } => Status::failed_precondition(message),
                 CoordinatorError::NoSuchSlot { .. } | CoordinatorError::InvalidArgument { .. } => {
                     Status::invalid_argument(message)

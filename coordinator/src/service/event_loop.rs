@@ -91,6 +91,10 @@ pub(super) enum Command {
         sweep: SweepId,
         reply: Reply<u32>,
     },
+    RetryFailed {
+        sweep: SweepId,
+        reply: Reply<u32>,
+    },
     Counts {
         sweep: SweepId,
         reply: Reply<SweepCounts>,
@@ -283,6 +287,9 @@ fn run(
             Command::Cancel { sweep, reply } => {
                 answer(&mut store, reply, state.cancel_sweep(&sweep))
             }
+            Command::RetryFailed { sweep, reply } => {
+                answer(&mut store, reply, state.retry_failed(&sweep))
+            }
             Command::Counts { sweep, reply } => {
                 let _ = reply.send(state.sweep_counts(&sweep).map_err(ServiceError::from));
                 true
@@ -448,6 +455,12 @@ impl CoordinatorHandle {
 
     pub async fn cancel(&self, sweep: SweepId) -> Result<u32, ServiceError> {
         self.call(|reply| Command::Cancel { sweep, reply }).await
+    }
+
+    /// Queues the sweep's failed jobs again; how many.
+    pub async fn retry_failed(&self, sweep: SweepId) -> Result<u32, ServiceError> {
+        self.call(|reply| Command::RetryFailed { sweep, reply })
+            .await
     }
 
     pub async fn counts(&self, sweep: SweepId) -> Result<SweepCounts, ServiceError> {

@@ -199,13 +199,20 @@ impl SweepService for SweepApi {
                 })
                 .await?
         };
-        // The same sweep submitted again (a retried call, a rerun) is the same sweep.
+        // The same sweep submitted again (a retried call, a rerun) is the same sweep; its failed
+        // jobs run again only when asked.
         if let Some((jobs, reused)) = existing {
-            tracing::info!(sweep = %id, "sweep already submitted");
+            let retried = if request.retry_failed {
+                self.handle.retry_failed(id.clone()).await?
+            } else {
+                0
+            };
+            tracing::info!(sweep = %id, retried, "sweep already submitted");
             return Ok(Response::new(v1::SubmitSweepResponse {
                 sweep_id: id,
                 jobs,
                 reused,
+                retried,
             }));
         }
         let submitted = self
@@ -217,6 +224,7 @@ impl SweepService for SweepApi {
             sweep_id: id,
             jobs: submitted.jobs,
             reused: submitted.reused,
+            retried: 0,
         }))
     }
 

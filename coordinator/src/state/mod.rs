@@ -12,6 +12,9 @@
 //! - metrics are recorded once per (job, lifetime): a repeated report is acknowledged, not stored;
 //! - a job whose configuration was already run (same id, in any sweep) is not run again;
 //! - a fine-tune waits for its source job; if that fails, so does the fine-tune;
+//! - a failed job stays failed until its sweep is retried ([`ClusterState::retry_failed`]) or it
+//!   is submitted in another sweep; it then runs as the next attempt number (a job's attempt
+//!   numbers never repeat) with a fresh budget of `max_attempts`;
 //! - sweeps share agents fairly (fewest running jobs first) within a priority, higher first.
 
 mod queue;
@@ -311,8 +314,7 @@ impl ClusterState {
                     match job.state {
                         JobState::Succeeded { .. } => reused += 1,
                         JobState::Failed { .. } | JobState::Cancelled => {
-                            job.state = JobState::Queued;
-                            job.attempts = 0;
+                            job.queue_afresh();
                             self.queues.push(&id, &job_id);
                         }
                         JobState::Queued => self.queues.push(&id, &job_id),
@@ -324,6 +326,7 @@ impl ClusterState {
                         spec,
                         state: JobState::Queued,
                         attempts: 0,
+                        attempts_before_this_run: 0,
                         sweeps: BTreeSet::from([id.clone()]),
                         completed_lifetimes: 0,
                         checkpoint: None,
@@ -640,7 +643,12 @@ impl ClusterState {
         let max_attempts = self.timing.max_attempts;
         let job = self.jobs.get_mut(job_id).expect("leased jobs exist");
         let attempt = job.attempts;
-        let will_retry = retry && attempt < max_attempts;
+        debug_assert!(
+            job.attempts_before_this_run < attempt,
+            "ends an attempt it started"
+        );
+        let attempts_this_run = attempt - job.attempts_before_this_run;
+        let will_retry = retry && attempts_this_run < max_attempts;
         if will_retry {
             job.state = JobState::Queued;
             let sweeps: Vec<SweepId> = job.sweeps.iter().cloned().collect();
@@ -649,7 +657,7 @@ impl ClusterState {
             }
         } else {
             let reason = if retry {
-                format!("{reason} (gave up after {attempt} attempts)")
+                format!("{reason} (gave up after {attempts_this_run} attempts)")
             } else {
                 reason
             };
@@ -758,6 +766,47 @@ impl ClusterState {
             changes.push(self.job_change(&job_id));
         }
         Ok((cancelled, changes))
+    }
+
+    /// Queues a sweep's failed jobs again (`ndhtl run --retry-failed`), with any failed job they
+    /// depend on: each runs as a new attempt number with a fresh budget of `max_attempts`, and
+    /// resumes from its last checkpoint. A cancelled sweep is refused: nothing would lease its
+    /// jobs. Returns how many jobs were queued.
+    pub fn retry_failed(&mut self, sweep_id: &str) -> Result<(u32, Vec<Change>)> {
+        let sweep = self
+            .sweeps
+            .get(sweep_id)
+            .ok_or_else(|| CoordinatorError::UnknownSweep(sweep_id.to_string()))?;
+        if sweep.cancelled {
+            return Err(CoordinatorError::SweepCancelled(sweep_id.to_string()));
+        }
+        let is_failed = |job: &Job| matches!(job.state, JobState::Failed { .. });
+        let mut to_retry: Vec<JobId> = Vec::new();
+        let mut listed: BTreeSet<JobId> = BTreeSet::new();
+        for job_id in &sweep.jobs {
+            // The job, then its failed dependencies: retried dependencies first.
+            let mut chain = Vec::new();
+            let mut next = Some(job_id);
+            while let Some(id) = next {
+                let job = &self.jobs[id];
+                if !is_failed(job) || !listed.insert(id.clone()) {
+                    break;
+                }
+                chain.push(id.clone());
+                next = job.spec.depends_on.as_ref();
+            }
+            to_retry.extend(chain.into_iter().rev());
+        }
+        let mut changes = Vec::with_capacity(to_retry.len());
+        for job_id in &to_retry {
+            self.jobs
+                .get_mut(job_id)
+                .expect("listed from the jobs")
+                .queue_afresh();
+            self.queues.push(sweep_id, job_id);
+            changes.push(self.job_change(job_id));
+        }
+        Ok((to_retry.len() as u32, changes))
     }
 
     /// A sweep's jobs by state.

@@ -634,3 +634,126 @@ fn metrics_are_idempotent_per_lifetime() {
     ));
     assert_eq!(h.store.metrics.len(), 1);
 }
+
+#[test]
+fn a_failed_job_queued_again_by_another_sweep_runs_under_a_new_attempt_number() {
+    let mut h = Harness::new();
+    h.submit("first", 0, vec![spec("a")]);
+    let agent = h.register(caps("flex", vec![DeviceKind::Cpu], 1), 0);
+    assert_eq!(h.lease(&agent, 0, 0).unwrap().attempt, 1);
+    assert!(h.report(&agent, "a", 1, 1).unwrap());
+    let (_, changes) = h
+        .state
+        .fail(&agent, "a", 1, "CUDA out of memory".into(), false)
+        .unwrap();
+    h.store.apply(changes);
+
+    // Submitting it again queues it; its next attempt is 2, not 1 again: an attempt number
+    // names one run of the job, in leases, reports, logs and an agent's re-registration. It
+    // resumes after the lifetime its checkpoint holds.
+    h.submit("second", 0, vec![spec("a")]);
+    let resumed = h.lease(&agent, 0, 1).unwrap();
+    assert_eq!(resumed.attempt, 2);
+    assert_eq!(resumed.resume, Some((1, "ckpt-a-1".to_string())));
+    assert!(
+        !h.report(&agent, "a", 2, 1).unwrap(),
+        "lifetime 1 is stored"
+    );
+    assert!(h.report(&agent, "a", 2, 2).unwrap());
+    assert!(matches!(
+        h.report(&agent, "a", 1, 3),
+        Err(CoordinatorError::StaleAttempt { .. })
+    ));
+
+    // It has a fresh budget of max_attempts (3) from there: attempts 2, 3 and 4.
+    let mut now = 2;
+    for attempt in 2..=4 {
+        if attempt > 2 {
+            assert_eq!(h.lease(&agent, 0, now).unwrap().attempt, attempt);
+        }
+        let (retry, changes) = h
+            .state
+            .fail(&agent, "a", attempt, "disk full".into(), true)
+            .unwrap();
+        h.store.apply(changes);
+        assert_eq!(retry, attempt < 4, "attempt {attempt}");
+        now += 1;
+    }
+    assert!(
+        matches!(&h.state.job("a").unwrap().state, JobState::Failed { attempt: 4, reason } if reason.contains("gave up after 3 attempts")),
+        "{:?}",
+        h.state.job("a").unwrap().state
+    );
+    // What was persisted restores to the same numbering.
+    let mut restored = h.store.restore(now);
+    restored
+        .submit_sweep("third".into(), "third".into(), 0, vec![spec("a")])
+        .unwrap();
+    let (grant, _) = restored.lease(&agent, 0, now).unwrap();
+    assert_eq!(grant.unwrap().attempt, 5);
+}
+
+#[test]
+fn retrying_a_sweeps_failed_jobs_queues_them_and_the_sources_they_wait_for() {
+    let mut h = Harness::new();
+    let source = JobSpec {
+        kind: JobKind::Source,
+        ..spec("src")
+    };
+    let tune = |id: &str| JobSpec {
+        depends_on: Some("src".into()),
+        ..spec(id)
+    };
+    h.submit("s", 0, vec![source, tune("t1"), tune("t2"), spec("ok")]);
+    let agent = h.register(caps("flex", vec![DeviceKind::Cpu], 1), 0);
+    assert_eq!(h.lease(&agent, 0, 0).unwrap().spec.id, "src");
+    let (_, changes) = h
+        .state
+        .fail(&agent, "src", 1, "no data".into(), false)
+        .unwrap();
+    h.store.apply(changes);
+    let ok = h.lease(&agent, 0, 1).unwrap();
+    h.complete(&agent, &ok.spec.id, ok.attempt).unwrap();
+    assert_eq!(h.counts("s").failed, 3);
+    assert_eq!(h.counts("s").succeeded, 1);
+
+    let (retried, changes) = h.state.retry_failed("s").unwrap();
+    h.store.apply(changes);
+    assert_eq!(retried, 3);
+    let counts = h.counts("s");
+    assert_eq!((counts.queued, counts.succeeded, counts.failed), (3, 1, 0));
+    // Persisted: a restart finds them queued.
+    assert_eq!(h.store.restore(2).sweep_counts("s").unwrap().queued, 3);
+
+    // The source goes first, as attempt 2; the fine-tunes wait for it, then run as attempt 1.
+    let mut now = 2;
+    let retried_source = h.lease(&agent, 0, now).unwrap();
+    assert_eq!(
+        (retried_source.spec.id.as_str(), retried_source.attempt),
+        ("src", 2)
+    );
+    h.complete(&agent, "src", 2).unwrap();
+    let mut tuned = Vec::new();
+    while let Some(grant) = h.lease(&agent, 0, now) {
+        tuned.push((grant.spec.id.clone(), grant.attempt));
+        h.complete(&agent, &grant.spec.id, grant.attempt).unwrap();
+        now += 1;
+    }
+    tuned.sort();
+    assert_eq!(tuned, vec![("t1".into(), 1), ("t2".into(), 1)]);
+    assert!(h.counts("s").is_done() && h.counts("s").failed == 0);
+
+    // Nothing failed: nothing to do. Unknown and cancelled sweeps are refused.
+    assert_eq!(h.state.retry_failed("s").unwrap().0, 0);
+    assert!(matches!(
+        h.state.retry_failed("nope"),
+        Err(CoordinatorError::UnknownSweep(_))
+    ));
+    h.submit("doomed", 0, vec![spec("d")]);
+    let (_, changes) = h.state.cancel_sweep("doomed").unwrap();
+    h.store.apply(changes);
+    assert!(matches!(
+        h.state.retry_failed("doomed"),
+        Err(CoordinatorError::SweepCancelled(_))
+    ));
+}
