@@ -480,4 +480,21 @@ fn a_failed_job_stays_failed_on_a_rerun_and_runs_again_with_retry_failed() {
         stdout.contains("), attempt 2: training diverged"),
         "{stdout}"
     );
+
+    // Its reports by the sweep's name, as well as by its id.
+    let by_name = ndhtl(d, &["report", "diverging", "--state-dir", "ndhtl-run"]);
+    let stderr = String::from_utf8_lossy(&by_name.stderr).into_owned();
+    assert!(
+        stderr.contains("note: `diverging` is sweep diverging-"),
+        "{stderr}"
+    );
+    let id = stderr
+        .split("is sweep ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the id")
+        .to_string();
+    let by_id = ok(ndhtl(d, &["report", &id, "--state-dir", "ndhtl-run"]));
+    assert_eq!(ok(by_name), by_id);
+    assert!(by_id.contains("| T1 |"), "{by_id}");
 }

@@ -50,6 +50,15 @@ pub enum CoordinatorError {
     /// → `INVALID_ARGUMENT`.
     #[error("invalid {what}: {reason}")]
     InvalidArgument { what: &'static str, reason: String },
+    /// → `INVALID_ARGUMENT`: a name or id prefix that fits several sweeps where one is needed.
+    #[error(
+        "`{wanted}` {by} several sweeps: {candidates}; give one's id (or a prefix only it has)"
+    )]
+    AmbiguousSweep {
+        wanted: String,
+        by: &'static str,
+        candidates: String,
+    },
     /// → `ALREADY_EXISTS`.
     #[error("sweep `{0}` already exists")]
     DuplicateSweep(SweepId),

@@ -246,3 +246,97 @@ async fn failed_jobs_run_again_only_when_the_sweep_is_resubmitted_with_retry_fai
     );
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_is_named_by_its_id_its_name_or_a_prefix_only_its_id_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), TIMING).await;
+    let mut client = SweepServiceClient::new(channel(&running).await);
+    // The same sweep name twice: a YAML edited and submitted again is a new sweep.
+    let mut ids = Vec::new();
+    for target in ["T1", "T2"] {
+        let yaml = format!("name: grid\nfinetune:\n  target: {target}\n  method: stl\n");
+        let response = client
+            .submit_sweep(submit_request(&yaml))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(response.sweep_id);
+    }
+    let (first, latest) = (ids[0].clone(), ids[1].clone());
+    assert_ne!(first, latest);
+    let status_of = |wanted: &str| {
+        let mut client = client.clone();
+        let wanted = wanted.to_string();
+        async move {
+            client
+                .get_status(v1::GetStatusRequest { sweep_id: wanted })
+                .await
+                .map(|response| response.into_inner().sweeps[0].sweep_id.clone())
+        }
+    };
+    assert_eq!(status_of(&first).await.unwrap(), first);
+    assert_eq!(
+        status_of("grid").await.unwrap(),
+        latest,
+        "a shared name: the latest"
+    );
+    let unique_prefix = &first[..first.len() - 2];
+    assert_eq!(status_of(unique_prefix).await.unwrap(), first);
+    assert_eq!(status_of("nope").await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        status_of("grid-").await.unwrap_err().code(),
+        Code::InvalidArgument,
+        "a prefix of both ids"
+    );
+
+    // Results and reports say which sweep they are of.
+    let results = client
+        .fetch_results(v1::FetchResultsRequest {
+            sweep_id: "grid".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(results.sweep_id, latest);
+    let report = client
+        .get_report(v1::GetReportRequest {
+            sweep_id: unique_prefix.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.sweep_id, first);
+
+    // A cancel needs one sweep: the shared name is refused and nothing is cancelled.
+    let refused = client
+        .cancel_sweep(v1::CancelSweepRequest {
+            sweep_id: "grid".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains(&first) && refused.message().contains(&latest),
+        "{}",
+        refused.message()
+    );
+    for id in [&first, &latest] {
+        assert_eq!(sweep_status(&mut client, id).await.cancelled, 0);
+    }
+    let cancelled = client
+        .cancel_sweep(v1::CancelSweepRequest {
+            sweep_id: unique_prefix.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Its fine-tune; the source model is shared with the other sweep, which still wants it.
+    assert_eq!(
+        (cancelled.sweep_id.as_str(), cancelled.cancelled),
+        (first.as_str(), 1)
+    );
+    assert_eq!(sweep_status(&mut client, &latest).await.cancelled, 0);
+    running.shutdown().await.unwrap();
+}

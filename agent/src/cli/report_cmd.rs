@@ -27,7 +27,8 @@ use super::sweep_cmd::{ClientArgs, connect, runtime};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The sweep id (as `ndhtl submit` and `ndhtl status` print it).
+    /// The sweep: its id (as `ndhtl run`, `submit` and `status` print it), its name (the latest
+    /// sweep of that name), or a prefix only its id has.
     pub sweep: String,
     /// A grid over two parameters instead of Table 3, e.g. `--grid eta,k`.
     #[arg(long, value_name = "ROWS,COLS", conflicts_with = "best")]
@@ -104,15 +105,29 @@ pub(crate) async fn fetch_outcomes(
     client: &mut SweepServiceClient<Channel>,
     sweep: &str,
 ) -> Result<Vec<FinetuneOutcome>> {
-    let jobs = client
+    Ok(fetch_sweep_outcomes(client, sweep).await?.1)
+}
+
+/// The outcomes of the sweep `wanted` names (an id, a name or an id prefix), with its id.
+async fn fetch_sweep_outcomes(
+    client: &mut SweepServiceClient<Channel>,
+    wanted: &str,
+) -> Result<(String, Vec<FinetuneOutcome>)> {
+    let response = client
         .fetch_results(v1::FetchResultsRequest {
-            sweep_id: sweep.to_string(),
+            sweep_id: wanted.to_string(),
         })
         .await
         .map_err(|status| anyhow::anyhow!("{}", status.message()))?
-        .into_inner()
-        .jobs;
-    Ok(outcomes_of_results(&jobs)?)
+        .into_inner();
+    Ok((response.sweep_id, outcomes_of_results(&response.jobs)?))
+}
+
+/// Says which sweep a name or an id prefix was taken for (on stderr, beside the report).
+fn note_the_sweep_found(wanted: &str, found: &str) {
+    if !found.is_empty() && wanted != found {
+        eprintln!("note: `{wanted}` is sweep {found}");
+    }
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
@@ -128,7 +143,8 @@ pub fn report(args: ReportArgs) -> Result<()> {
             )))
         })?;
         if let Some(dir) = &args.out_dir {
-            let outcomes = fetch_outcomes(&mut client, &args.sweep).await?;
+            let (sweep, outcomes) = fetch_sweep_outcomes(&mut client, &args.sweep).await?;
+            note_the_sweep_found(&args.sweep, &sweep);
             return write_bundle(&args, &outcomes, dir);
         }
         let response = client
@@ -136,6 +152,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
             .await
             .map_err(|status| anyhow::anyhow!("{}", status.message()))?
             .into_inner();
+        note_the_sweep_found(&args.sweep, &response.sweep_id);
         emit(
             &args,
             &response.text,
@@ -154,7 +171,10 @@ fn report_from_state_dir(
 ) -> Result<()> {
     let store = Store::open_for_reading(state_dir)?;
     let jobs = match stored_job_results(&store, &args.sweep) {
-        Ok(jobs) => jobs,
+        Ok((sweep, jobs)) => {
+            note_the_sweep_found(&args.sweep, &sweep);
+            jobs
+        }
         Err(ServiceError::Coordinator(CoordinatorError::UnknownSweep(sweep))) => {
             let sweeps: Vec<String> = store
                 .load()?

@@ -290,7 +290,13 @@ async fn wait_for_sweep(address: &str, sweep: &str, poll: Duration) -> Result<()
                 }
                 if progress.queued + progress.running == 0 {
                     if progress.failed > 0 {
-                        bail!("sweep {sweep}: {} of {total} jobs failed", progress.failed);
+                        let error = anyhow::anyhow!(
+                            "sweep {sweep}: {} of {total} jobs failed (`ndhtl status {sweep}` lists them with their errors)",
+                            progress.failed
+                        );
+                        return Err(error.context(Hint(
+                            "once a failure's cause is gone, `ndhtl submit SWEEP.yaml --retry-failed` runs the failed jobs again".into(),
+                        )));
                     }
                     println!("sweep {sweep}: {finished}/{total} jobs finished");
                     return Ok(());
@@ -346,7 +352,8 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// One sweep (default: every sweep).
+    /// One sweep (default: every sweep): its id, its name (the latest sweep of that name), or a
+    /// prefix only its id has.
     pub sweep: Option<String>,
     /// Redraw every two seconds until interrupted.
     #[arg(long)]
@@ -441,6 +448,8 @@ pub fn status(args: StatusArgs) -> Result<()> {
 
 #[derive(Debug, Args)]
 pub struct CancelArgs {
+    /// The sweep: its id, or a prefix of it that no other sweep's id has, or its name if no
+    /// other sweep has that name.
     pub sweep: String,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -456,7 +465,12 @@ pub fn cancel(args: CancelArgs) -> Result<()> {
             .await
             .map_err(|status| anyhow::anyhow!("{}", status.message()))?
             .into_inner();
-        println!("{}: {} jobs cancelled", args.sweep, response.cancelled);
+        println!(
+            "{}: {} job{} cancelled",
+            response.sweep_id,
+            response.cancelled,
+            if response.cancelled == 1 { "" } else { "s" }
+        );
         Ok(())
     })
 }

@@ -129,9 +129,9 @@ impl From<ServiceError> for Status {
                 | CoordinatorError::VersionMismatch { .. }
                 | CoordinatorError::SweepCancelled(_)
                 | CoordinatorError::DatasetNotServed { .. } => Status::failed_precondition(message),
-                CoordinatorError::NoSuchSlot { .. } | CoordinatorError::InvalidArgument { .. } => {
-                    Status::invalid_argument(message)
-                }
+                CoordinatorError::NoSuchSlot { .. }
+                | CoordinatorError::InvalidArgument { .. }
+                | CoordinatorError::AmbiguousSweep { .. } => Status::invalid_argument(message),
                 CoordinatorError::DatasetUnavailable { .. } => Status::unavailable(message),
                 CoordinatorError::DuplicateSweep(_) => Status::already_exists(message),
             },

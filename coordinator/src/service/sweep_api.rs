@@ -10,9 +10,9 @@ use tonic::{Request, Response, Status};
 
 use super::convert::report_request_from_proto;
 use super::event_loop::{CoordinatorHandle, ServiceError};
-use crate::domain::{Job, JobKind, JobState};
+use crate::domain::{Job, JobKind, JobState, SweepId};
 use crate::jobs::{jobs_of_plan, sweep_id};
-use crate::state::ClusterState;
+use crate::state::{ClusterState, SharedName, find_sweep};
 use crate::store::{Store, StoreError, StoredMetrics};
 
 pub struct SweepApi {
@@ -81,54 +81,53 @@ fn sweep_status(state: &ClusterState, sweep_id: &str) -> Result<v1::SweepStatus,
     })
 }
 
+/// A sweep's results, as `FetchResults` and `GetReport` answer them: the sweep `wanted` names
+/// (an id, a name, or a prefix only one id has; a name several sweeps share is the latest) and
+/// its jobs' results.
 fn job_results(
     state: &ClusterState,
     store: &Store,
-    sweep_id: &str,
-) -> Result<Vec<v1::JobResult>, ServiceError> {
-    let sweep = state
-        .sweep(sweep_id)
-        .ok_or_else(|| crate::error::CoordinatorError::UnknownSweep(sweep_id.into()))?;
-    sweep
+    wanted: &str,
+) -> Result<(SweepId, Vec<v1::JobResult>), ServiceError> {
+    let sweep = state.find_sweep(wanted, SharedName::Latest)?;
+    let jobs = sweep
         .jobs
         .iter()
         .filter_map(|id| state.job(id))
         .map(|job| job_result(job, store))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((sweep.id.clone(), jobs))
 }
 
 /// What `FetchResults` answers for a sweep, read from a state folder's database without a
 /// coordinator (`ndhtl report --state-dir`): after a coordinator or `ndhtl run` has stopped, or
 /// beside a running one (a reader takes no lock, and reads the whole sweep at one moment, as the
-/// event loop would answer it).
+/// event loop would answer it). The sweep is found as the coordinator finds it.
 pub fn stored_job_results(
     store: &Store,
-    sweep_id: &str,
-) -> Result<Vec<v1::JobResult>, ServiceError> {
-    store.read_at_one_moment(|store| sweep_results_in_store(store, sweep_id))
+    wanted: &str,
+) -> Result<(SweepId, Vec<v1::JobResult>), ServiceError> {
+    store.read_at_one_moment(|store| sweep_results_in_store(store, wanted))
 }
 
 fn sweep_results_in_store(
     store: &Store,
-    sweep_id: &str,
-) -> Result<Vec<v1::JobResult>, ServiceError> {
+    wanted: &str,
+) -> Result<(SweepId, Vec<v1::JobResult>), ServiceError> {
     let snapshot = store.load()?;
-    let sweep = snapshot
-        .sweeps
-        .iter()
-        .find(|sweep| sweep.id == sweep_id)
-        .ok_or_else(|| crate::error::CoordinatorError::UnknownSweep(sweep_id.into()))?;
+    let sweep = find_sweep(&snapshot.sweeps, wanted, SharedName::Latest)?;
     let jobs: std::collections::HashMap<&str, &Job> = snapshot
         .jobs
         .iter()
         .map(|job| (job.spec.id.as_str(), job))
         .collect();
-    sweep
+    let results = sweep
         .jobs
         .iter()
         .filter_map(|id| jobs.get(id.as_str()))
         .map(|job| job_result(job, store))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((sweep.id.clone(), results))
 }
 
 /// One job's result as `FetchResults` carries it: its state, the attempt that holds or held
@@ -242,7 +241,7 @@ impl SweepService for SweepApi {
                         sweeps.sort_by_key(|sweep| sweep.sequence);
                         sweeps.into_iter().map(|sweep| sweep.id.clone()).collect()
                     } else {
-                        vec![wanted]
+                        vec![state.find_sweep(&wanted, SharedName::Latest)?.id.clone()]
                     };
                     let sweeps = ids
                         .iter()
@@ -279,20 +278,35 @@ impl SweepService for SweepApi {
         &self,
         request: Request<v1::CancelSweepRequest>,
     ) -> Result<Response<v1::CancelSweepResponse>, Status> {
-        let cancelled = self.handle.cancel(request.into_inner().sweep_id).await?;
-        Ok(Response::new(v1::CancelSweepResponse { cancelled }))
+        let wanted = request.into_inner().sweep_id;
+        // What cannot be undone needs one sweep: a name several sweeps share is refused.
+        // Sweeps are never removed, so the one found is still there when the cancel runs.
+        let sweep_id = self
+            .handle
+            .inspect(move |state, _| {
+                state
+                    .find_sweep(&wanted, SharedName::Refused)
+                    .map(|sweep| sweep.id.clone())
+                    .map_err(ServiceError::from)
+            })
+            .await??;
+        let cancelled = self.handle.cancel(sweep_id.clone()).await?;
+        Ok(Response::new(v1::CancelSweepResponse {
+            cancelled,
+            sweep_id,
+        }))
     }
 
     async fn fetch_results(
         &self,
         request: Request<v1::FetchResultsRequest>,
     ) -> Result<Response<v1::FetchResultsResponse>, Status> {
-        let sweep_id = request.into_inner().sweep_id;
-        let jobs = self
+        let wanted = request.into_inner().sweep_id;
+        let (sweep_id, jobs) = self
             .handle
-            .inspect(move |state, store| job_results(state, store, &sweep_id))
+            .inspect(move |state, store| job_results(state, store, &wanted))
             .await??;
-        Ok(Response::new(v1::FetchResultsResponse { jobs }))
+        Ok(Response::new(v1::FetchResultsResponse { jobs, sweep_id }))
     }
 
     async fn get_report(
@@ -301,10 +315,10 @@ impl SweepService for SweepApi {
     ) -> Result<Response<v1::GetReportResponse>, Status> {
         let wire = request.into_inner();
         let report = report_request_from_proto(&wire)?;
-        let sweep_id = wire.sweep_id;
-        let jobs = self
+        let wanted = wire.sweep_id;
+        let (sweep_id, jobs) = self
             .handle
-            .inspect(move |state, store| job_results(state, store, &sweep_id))
+            .inspect(move |state, store| job_results(state, store, &wanted))
             .await??;
         // Reports are computed off the event loop: they read a copy of the results.
         let outcomes = outcomes_of_results(&jobs).map_err(ServiceError::from)?;
@@ -314,6 +328,7 @@ impl SweepService for SweepApi {
             text,
             finished_jobs: finished as u32,
             total_jobs: total as u32,
+            sweep_id,
         }))
     }
 }
@@ -429,7 +444,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open_exclusive(dir.path()).unwrap();
         let state = sweep_in_every_state(&mut store);
-        let served = job_results(&state, &store, "s").unwrap();
+        let (sweep, served) = job_results(&state, &store, "s").unwrap();
+        assert_eq!(sweep, "s");
         let states: Vec<&str> = served.iter().map(|job| job.state.as_str()).collect();
         assert_eq!(states, ["succeeded", "failed", "running", "queued"]);
         assert_eq!(served[0].metrics_json, [r#"{"l":1}"#, r#"{"l":2}"#]);
@@ -438,9 +454,18 @@ mod tests {
 
         // Read from the folder, beside the coordinator's store and after it is gone.
         let reader = Store::open_for_reading(dir.path()).unwrap();
-        assert_eq!(stored_job_results(&reader, "s").unwrap(), served);
+        assert_eq!(
+            stored_job_results(&reader, "s").unwrap(),
+            ("s".to_string(), served.clone())
+        );
         drop(store);
-        assert_eq!(stored_job_results(&reader, "s").unwrap(), served);
+        assert_eq!(
+            stored_job_results(&reader, "s").unwrap(),
+            ("s".to_string(), served)
+        );
+        // By its name, both ways, as the coordinator finds it.
+        assert_eq!(stored_job_results(&reader, "sweep").unwrap().0, "s");
+        assert_eq!(job_results(&state, &reader, "sweep").unwrap().0, "s");
 
         for error in [
             job_results(&state, &reader, "t").unwrap_err(),

@@ -18,6 +18,7 @@
 //! - sweeps share agents fairly (fewest running jobs first) within a priority, higher first.
 
 mod queue;
+mod sweep_lookup;
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +30,7 @@ use crate::domain::{
 };
 use crate::error::{CoordinatorError, Result};
 use queue::{Candidate, SweepQueues};
+pub use sweep_lookup::{SharedName, find_sweep};
 
 /// (job, attempt) pairs, as agents report what they run.
 pub type Attempts = Vec<(JobId, u32)>;
@@ -243,6 +245,12 @@ impl ClusterState {
 
     pub fn sweep(&self, id: &str) -> Option<&Sweep> {
         self.sweeps.get(id)
+    }
+
+    /// The sweep `wanted` names: its id, its name, or a prefix only its id has
+    /// ([`find_sweep`]).
+    pub fn find_sweep(&self, wanted: &str, shared_name: SharedName) -> Result<&Sweep> {
+        find_sweep(self.sweeps.values(), wanted, shared_name)
     }
 
     pub fn agent(&self, id: &str) -> Option<&Agent> {
