@@ -447,7 +447,7 @@ fn a_failed_job_stays_failed_on_a_rerun_and_runs_again_with_retry_failed() {
     assert_eq!(failed.len(), 1, "{stdout}");
     assert!(
         failed[0].contains(
-            "(T1 ndhtl seed 0, K 10, η -1, clip 0.5, lr 0.0001), attempt 1: training diverged"
+            "(T1 ndhtl seed 0, K 10, η -1 fixed, clip 0.5, lr 0.0001), attempt 1: training diverged"
         ),
         "{}",
         failed[0]

@@ -186,6 +186,21 @@ async fn failed_jobs_run_again_only_when_the_sweep_is_resubmitted_with_retry_fai
         (3, 0),
         "the fine-tunes fail with their source"
     );
+    // Each failure says what the job trains.
+    let mut described: Vec<&str> = status
+        .failures
+        .iter()
+        .map(|failure| failure.description.as_str())
+        .collect();
+    described.sort();
+    assert_eq!(
+        described,
+        [
+            "T1 stl seed 0, lr 0.0001",
+            "T2 stl seed 0, lr 0.0001",
+            "source model: cifar10 seed 0, 1 epoch"
+        ]
+    );
 
     // Submitted again as it was (a rerun): the same sweep, its failures kept.
     let again = sweeps

@@ -216,6 +216,17 @@ impl Default for SourceConfig {
 }
 
 impl SourceConfig {
+    /// A short name for people: the source task, seed and epochs.
+    pub fn describe(&self) -> String {
+        format!(
+            "source model: {} seed {}, {} epoch{}",
+            self.task,
+            self.seed,
+            self.epochs,
+            if self.epochs == 1 { "" } else { "s" }
+        )
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         check(
             self.epochs >= 1,
@@ -397,6 +408,27 @@ impl FinetuneConfig {
         warnings
     }
 
+    /// A short name for people, telling a job from its neighbours in a sweep: target, method,
+    /// seed, NDHTL's K, η₀ and clip, the learning rate, and `fixed η` or a rule other than the
+    /// paper's when set. As `ndhtl run` and `ndhtl status` name failed jobs.
+    pub fn describe(&self) -> String {
+        let mut words = format!("{} {} seed {}", self.task, self.method.as_str(), self.seed);
+        if self.method == Method::Ndhtl {
+            words.push_str(&format!(
+                ", K {}, η {}{}, clip {}",
+                self.k,
+                self.eta,
+                if self.fixed_eta { " fixed" } else { "" },
+                self.plastic.clip
+            ));
+            if self.plastic.rule != PlasticityRule::Retroactive {
+                words.push_str(", simple rule");
+            }
+        }
+        words.push_str(&format!(", lr {}", self.lr));
+        words
+    }
+
     /// The number of steps in one backward window (STL: 1).
     pub fn window(&self) -> usize {
         match self.method {
@@ -468,6 +500,34 @@ mod tests {
             ..Default::default()
         };
         assert!(config.warnings().is_empty());
+    }
+
+    #[test]
+    fn a_job_is_described_by_what_tells_it_from_its_neighbours() {
+        let ndhtl = FinetuneConfig {
+            task: "T3".into(),
+            seed: 4,
+            eta: -1.0,
+            fixed_eta: true,
+            lr: 3e-4,
+            ..Default::default()
+        };
+        assert_eq!(
+            ndhtl.describe(),
+            "T3 ndhtl seed 4, K 10, η -1 fixed, clip 0.5, lr 0.0003"
+        );
+        let mut simple = FinetuneConfig::default();
+        simple.plastic.rule = PlasticityRule::Simple;
+        assert_eq!(
+            simple.describe(),
+            "T1 ndhtl seed 0, K 10, η 0.1, clip 0.5, simple rule, lr 0.0001"
+        );
+        let stl = FinetuneConfig {
+            method: Method::Stl,
+            task: "cifar100:apple,bear".into(),
+            ..Default::default()
+        };
+        assert_eq!(stl.describe(), "cifar100:apple,bear stl seed 0, lr 0.0001");
     }
 
     #[test]

@@ -412,12 +412,13 @@ fn status_table(status: &v1::GetStatusResponse) -> String {
         }
     }
     for sweep in &status.sweeps {
+        if sweep.failures.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("\n{}:\n", sweep.sweep_id));
         for failure in &sweep.failures {
-            let job = failure.job.clone().unwrap_or_default();
-            out.push_str(&format!(
-                "failed: {} job {} attempt {}: {}\n",
-                sweep.sweep_id, job.job_id, job.attempt, failure.error
-            ));
+            out.push_str(&failure_line(failure));
+            out.push('\n');
         }
     }
     out
@@ -652,7 +653,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             status.succeeded, status.failed, status.cancelled, submitted.reused
         );
         for failure in &status.failures {
-            println!("{}", failure_line(failure, &outcomes));
+            println!("{}", failure_line(failure));
         }
         print!("{}", table3(&outcomes, LifetimeView::Final).to_markdown());
         println!(
@@ -681,37 +682,18 @@ pub fn run(args: RunArgs) -> Result<()> {
     })
 }
 
-/// One failed job, as `ndhtl run` lists it: its short id, what it was (a fine-tune's target,
-/// method, seed and the parameters that tell it from its neighbours, or the source model), the
-/// attempt, and the error kept by the coordinator.
-fn failure_line(
-    failure: &v1::JobFailure,
-    outcomes: &[ndhtl_core::report::FinetuneOutcome],
-) -> String {
+/// One failed job, as `ndhtl run` and `ndhtl status` list it: its short id, what it trains (as
+/// the coordinator describes it), the attempt, and the error kept by the coordinator.
+fn failure_line(failure: &v1::JobFailure) -> String {
     let job = failure.job.clone().unwrap_or_default();
     let short_id = job.job_id.get(..12).unwrap_or(&job.job_id);
-    let what = match outcomes.iter().find(|outcome| outcome.job_id == job.job_id) {
-        Some(outcome) => {
-            let config = &outcome.config;
-            let mut what = format!(
-                "{} {} seed {}",
-                config.task,
-                config.method.as_str(),
-                config.seed
-            );
-            if config.method == Method::Ndhtl {
-                what.push_str(&format!(
-                    ", K {}, η {}, clip {}",
-                    config.k, config.eta, config.plastic.clip
-                ));
-            }
-            what.push_str(&format!(", lr {}", config.lr));
-            what
-        }
-        None => "the source model".to_string(),
+    let what = if failure.description.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", failure.description)
     };
     format!(
-        "failed: {short_id} ({what}), attempt {}: {}",
+        "failed: {short_id}{what}, attempt {}: {}",
         job.attempt, failure.error
     )
 }
@@ -719,52 +701,27 @@ fn failure_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndhtl_core::report::FinetuneOutcome;
 
-    fn failure(job_id: &str, error: &str) -> v1::JobFailure {
-        v1::JobFailure {
+    #[test]
+    fn a_failed_job_is_named_by_what_it_trained() {
+        let failure = |job_id: &str, description: &str| v1::JobFailure {
             job: Some(v1::JobAttempt {
                 job_id: job_id.into(),
                 attempt: 2,
             }),
-            error: error.into(),
-        }
-    }
-
-    #[test]
-    fn a_failed_job_is_named_by_what_it_trained() {
-        let ndhtl = FinetuneOutcome {
-            job_id: "a".repeat(64),
-            config: FinetuneConfig {
-                task: "T3".into(),
-                eta: -1.0,
-                seed: 4,
-                ..Default::default()
-            },
-            summary: None,
-            history: Vec::new(),
+            error: "training diverged".into(),
+            description: description.into(),
         };
-        let stl = FinetuneOutcome {
-            job_id: "b".repeat(64),
-            config: FinetuneConfig {
-                method: Method::Stl,
-                ..Default::default()
-            },
-            summary: None,
-            history: Vec::new(),
-        };
-        let outcomes = [ndhtl, stl];
         assert_eq!(
-            failure_line(&failure(&"a".repeat(64), "training diverged"), &outcomes),
+            failure_line(&failure(
+                &"a".repeat(64),
+                "T3 ndhtl seed 4, K 10, η -1, clip 0.5, lr 0.0001"
+            )),
             "failed: aaaaaaaaaaaa (T3 ndhtl seed 4, K 10, η -1, clip 0.5, lr 0.0001), attempt 2: training diverged"
         );
         assert_eq!(
-            failure_line(&failure(&"b".repeat(64), "out of memory"), &outcomes),
-            "failed: bbbbbbbbbbbb (T1 stl seed 0, lr 0.0001), attempt 2: out of memory"
-        );
-        assert_eq!(
-            failure_line(&failure("c0ffee", "no data"), &outcomes),
-            "failed: c0ffee (the source model), attempt 2: no data"
+            failure_line(&failure("c0ffee", "")),
+            "failed: c0ffee, attempt 2: training diverged"
         );
     }
 }

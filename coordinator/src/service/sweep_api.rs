@@ -2,6 +2,7 @@
 //! `run`. A sweep's YAML is parsed and expanded here (pure functions of ndhtl-core), so a bad
 //! sweep is refused with its file, line and column before any job exists.
 
+use ndhtl_core::config::{FinetuneConfig, SourceConfig};
 use ndhtl_core::report::{FinetuneOutcome, ReportError, progress, render};
 use ndhtl_core::sweep::{DEFAULT_MAX_JOBS, parse_sweep};
 use ndhtl_proto::v1;
@@ -64,6 +65,7 @@ fn sweep_status(state: &ClusterState, sweep_id: &str) -> Result<v1::SweepStatus,
                     attempt: *attempt,
                 }),
                 error: reason.clone(),
+                description: describe_job(job),
             }),
             _ => None,
         })
@@ -79,6 +81,20 @@ fn sweep_status(state: &ClusterState, sweep_id: &str) -> Result<v1::SweepStatus,
         cancelled: counts.cancelled,
         failures,
     })
+}
+
+/// What a job trains, in a few words for people ([`FinetuneConfig::describe`],
+/// [`SourceConfig::describe`]); empty if its stored configuration does not parse.
+fn describe_job(job: &Job) -> String {
+    let described = match job.spec.kind {
+        JobKind::Finetune => {
+            serde_json::from_str::<FinetuneConfig>(&job.spec.config_json).map(|c| c.describe())
+        }
+        JobKind::Source => {
+            serde_json::from_str::<SourceConfig>(&job.spec.config_json).map(|c| c.describe())
+        }
+    };
+    described.unwrap_or_default()
 }
 
 /// A sweep's results, as `FetchResults` and `GetReport` answer them: the sweep `wanted` names
