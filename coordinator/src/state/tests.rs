@@ -26,6 +26,21 @@ fn spec(id: &str) -> JobSpec {
     }
 }
 
+/// The source job `src`, which the fine-tunes of [`fine_tune_of_source`] wait for.
+fn source_spec() -> JobSpec {
+    JobSpec {
+        kind: JobKind::Source,
+        ..spec("src")
+    }
+}
+
+fn fine_tune_of_source(id: &str) -> JobSpec {
+    JobSpec {
+        depends_on: Some("src".into()),
+        ..spec(id)
+    }
+}
+
 fn caps(backend: &str, devices: Vec<DeviceKind>, slots: u32) -> AgentCapabilities {
     AgentCapabilities {
         backend: backend.into(),
@@ -355,14 +370,8 @@ fn jobs_shared_by_sweeps_run_once_and_finished_results_are_reused() {
 #[test]
 fn a_fine_tune_waits_for_its_source_and_fails_with_it() {
     let mut h = Harness::new();
-    let source = JobSpec {
-        kind: JobKind::Source,
-        ..spec("src")
-    };
-    let tune = |id: &str| JobSpec {
-        depends_on: Some("src".into()),
-        ..spec(id)
-    };
+    let source = source_spec();
+    let tune = fine_tune_of_source;
     h.submit("s", 0, vec![tune("t1"), source.clone(), tune("t2")]);
     let agent = h.register(caps("flex", vec![DeviceKind::Cpu], 2), 0);
     let first = h.lease(&agent, 0, 0).unwrap();
@@ -696,14 +705,8 @@ fn a_failed_job_queued_again_by_another_sweep_runs_under_a_new_attempt_number() 
 #[test]
 fn retrying_a_sweeps_failed_jobs_queues_them_and_the_sources_they_wait_for() {
     let mut h = Harness::new();
-    let source = JobSpec {
-        kind: JobKind::Source,
-        ..spec("src")
-    };
-    let tune = |id: &str| JobSpec {
-        depends_on: Some("src".into()),
-        ..spec(id)
-    };
+    let source = source_spec();
+    let tune = fine_tune_of_source;
     h.submit("s", 0, vec![source, tune("t1"), tune("t2"), spec("ok")]);
     let agent = h.register(caps("flex", vec![DeviceKind::Cpu], 1), 0);
     assert_eq!(h.lease(&agent, 0, 0).unwrap().spec.id, "src");
