@@ -166,6 +166,22 @@ impl Harness {
         Ok(())
     }
 
+    /// Ends the attempt with an error; whether the job will be retried.
+    fn fail(
+        &mut self,
+        agent: &str,
+        job: &str,
+        attempt: u32,
+        reason: &str,
+        retryable: bool,
+    ) -> Result<bool> {
+        let (retry, changes) = self
+            .state
+            .fail(agent, job, attempt, reason.into(), retryable)?;
+        self.store.apply(changes);
+        Ok(retry)
+    }
+
     fn tick(&mut self, now: u64) {
         let changes = self.state.tick(now);
         self.store.apply(changes);
@@ -314,11 +330,7 @@ fn retryable_failures_retry_and_fatal_ones_do_not() {
     h.submit("s", 0, vec![spec("a"), spec("b")]);
     let agent = h.register(caps("flex", vec![DeviceKind::Cpu], 1), 0);
     h.lease(&agent, 0, 0).unwrap();
-    let (retry, changes) = h
-        .state
-        .fail(&agent, "a", 1, "disk full".into(), true)
-        .unwrap();
-    h.store.apply(changes);
+    let retry = h.fail(&agent, "a", 1, "disk full", true).unwrap();
     assert!(retry);
     let again = h.lease(&agent, 0, 1).unwrap();
     assert_eq!(
@@ -326,11 +338,7 @@ fn retryable_failures_retry_and_fatal_ones_do_not() {
         ("a", 2),
         "a retried job goes first"
     );
-    let (retry, changes) = h
-        .state
-        .fail(&agent, "a", 2, "invalid `k` = 0".into(), false)
-        .unwrap();
-    h.store.apply(changes);
+    let retry = h.fail(&agent, "a", 2, "invalid `k` = 0", false).unwrap();
     assert!(!retry);
     assert!(
         matches!(&h.state.job("a").unwrap().state, JobState::Failed { reason, .. } if reason == "invalid `k` = 0")
@@ -390,11 +398,7 @@ fn a_fine_tune_waits_for_its_source_and_fails_with_it() {
     h.submit("s", 0, vec![source, tune("t1"), tune("t2")]);
     let agent = h.register(caps("flex", vec![DeviceKind::Cpu], 1), 0);
     h.lease(&agent, 0, 0).unwrap();
-    let (_, changes) = h
-        .state
-        .fail(&agent, "src", 1, "diverged".into(), false)
-        .unwrap();
-    h.store.apply(changes);
+    h.fail(&agent, "src", 1, "diverged", false).unwrap();
     assert_eq!(h.counts("s").failed, 3);
     assert!(
         matches!(&h.state.job("t2").unwrap().state, JobState::Failed { reason, .. } if reason.contains("source job `src` failed"))
@@ -651,11 +655,7 @@ fn a_failed_job_queued_again_by_another_sweep_runs_under_a_new_attempt_number() 
     let agent = h.register(caps("flex", vec![DeviceKind::Cpu], 1), 0);
     assert_eq!(h.lease(&agent, 0, 0).unwrap().attempt, 1);
     assert!(h.report(&agent, "a", 1, 1).unwrap());
-    let (_, changes) = h
-        .state
-        .fail(&agent, "a", 1, "CUDA out of memory".into(), false)
-        .unwrap();
-    h.store.apply(changes);
+    h.fail(&agent, "a", 1, "CUDA out of memory", false).unwrap();
 
     // Submitting it again queues it; its next attempt is 2, not 1 again: an attempt number
     // names one run of the job, in leases, reports, logs and an agent's re-registration. It
@@ -680,11 +680,7 @@ fn a_failed_job_queued_again_by_another_sweep_runs_under_a_new_attempt_number() 
         if attempt > 2 {
             assert_eq!(h.lease(&agent, 0, now).unwrap().attempt, attempt);
         }
-        let (retry, changes) = h
-            .state
-            .fail(&agent, "a", attempt, "disk full".into(), true)
-            .unwrap();
-        h.store.apply(changes);
+        let retry = h.fail(&agent, "a", attempt, "disk full", true).unwrap();
         assert_eq!(retry, attempt < 4, "attempt {attempt}");
         now += 1;
     }
@@ -710,11 +706,7 @@ fn retrying_a_sweeps_failed_jobs_queues_them_and_the_sources_they_wait_for() {
     h.submit("s", 0, vec![source, tune("t1"), tune("t2"), spec("ok")]);
     let agent = h.register(caps("flex", vec![DeviceKind::Cpu], 1), 0);
     assert_eq!(h.lease(&agent, 0, 0).unwrap().spec.id, "src");
-    let (_, changes) = h
-        .state
-        .fail(&agent, "src", 1, "no data".into(), false)
-        .unwrap();
-    h.store.apply(changes);
+    h.fail(&agent, "src", 1, "no data", false).unwrap();
     let ok = h.lease(&agent, 0, 1).unwrap();
     h.complete(&agent, &ok.spec.id, ok.attempt).unwrap();
     assert_eq!(h.counts("s").failed, 3);
